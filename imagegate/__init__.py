@@ -1,0 +1,92 @@
+"""imagegate: pin container images to digests, check them, launch exactly that digest.
+
+The core shared by the Airflow and Dagster integrations; it imports neither.
+``RegistryClient`` (and httpx with it) loads on first use, so ``import
+imagegate`` stays cheap in DAG files.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from imagegate._api import check, enforce, inspect, resolve, shared_client
+from imagegate._auth import Credentials, DockerConfig
+from imagegate._checks import CheckInput, evaluate, is_root_user
+from imagegate._errors import (
+    AuthenticationError,
+    CheckFailed,
+    CredentialError,
+    DigestMismatch,
+    ImagegateError,
+    InsecureRegistry,
+    InvalidReference,
+    ManifestUnknown,
+    PlatformNotFound,
+    PolicyError,
+    RegistryError,
+    RegistryUnreachable,
+    UnsupportedManifest,
+)
+from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform
+from imagegate._policy import Backend, Mode, Policy, Waiver
+from imagegate._reference import Reference, ReferenceKind, TagClass, TagRules, parse_digest, parse_reference
+from imagegate._report import CheckResult, Finding, Outcome, Report, Status
+
+if TYPE_CHECKING:
+    from imagegate._registry import Descriptor, RegistryClient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_PLATFORM",
+    "AuthenticationError",
+    "Backend",
+    "CheckFailed",
+    "CheckInput",
+    "CheckResult",
+    "CredentialError",
+    "Credentials",
+    "Descriptor",
+    "DigestMismatch",
+    "DockerConfig",
+    "Finding",
+    "ImageFacts",
+    "ImagegateError",
+    "InsecureRegistry",
+    "InvalidReference",
+    "ManifestUnknown",
+    "Mode",
+    "Outcome",
+    "Platform",
+    "PlatformNotFound",
+    "Policy",
+    "PolicyError",
+    "Reference",
+    "ReferenceKind",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryUnreachable",
+    "Report",
+    "Status",
+    "TagClass",
+    "TagRules",
+    "UnsupportedManifest",
+    "Waiver",
+    "check",
+    "enforce",
+    "evaluate",
+    "inspect",
+    "is_root_user",
+    "parse_digest",
+    "parse_reference",
+    "resolve",
+    "shared_client",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RegistryClient", "Descriptor"):
+        from imagegate import _registry
+
+        return getattr(_registry, name)
+    raise AttributeError(f"module 'imagegate' has no attribute {name!r}")

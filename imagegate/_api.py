@@ -1,0 +1,139 @@
+"""The string-in facade: ``resolve``, ``inspect``, ``check`` and ``enforce``.
+
+These are what the CLI, the Airflow operators and the Dagster resources call.
+They share one :class:`RegistryClient` per set of insecure registries, so every
+check of one reference in a process costs one manifest and one config fetch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import TYPE_CHECKING
+
+from imagegate._checks import CheckInput, evaluate
+from imagegate._errors import CheckFailed
+from imagegate._facts import ImageFacts, Platform
+from imagegate._policy import Backend, Mode, Policy
+from imagegate._reference import Reference, parse_reference
+from imagegate._report import Report
+
+if TYPE_CHECKING:
+    from imagegate._registry import RegistryClient
+
+_clients: dict[tuple[str, ...], RegistryClient] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(insecure_registries: tuple[str, ...] = ()) -> RegistryClient:
+    """The process-wide client for these insecure registries (created on first use)."""
+    key = tuple(sorted(insecure_registries))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            from imagegate._registry import RegistryClient  # httpx loads only when needed
+
+            client = _clients[key] = RegistryClient(insecure_registries=key)
+        return client
+
+
+def _reference(reference: str | Reference) -> Reference:
+    return reference if isinstance(reference, Reference) else parse_reference(reference)
+
+
+def _platform(platform: str | Platform | None, policy: Policy) -> Platform:
+    if platform is None:
+        return policy.platform
+    return platform if isinstance(platform, Platform) else Platform.parse(platform)
+
+
+def resolve(
+    reference: str | Reference,
+    *,
+    platform: str | Platform | None = None,
+    client: RegistryClient | None = None,
+) -> Reference:
+    """Pin *reference* to the digest it points at now.
+
+    Without *platform* this is one HEAD request. With one, the image's config is
+    read to prove the image exists for that platform.
+    """
+    ref = _reference(reference)
+    client = client or shared_client()
+    if platform is not None:
+        return client.inspect(ref, _platform(platform, Policy())).pinned
+    return ref.with_digest(client.resolve(ref).digest)
+
+
+def inspect(
+    reference: str | Reference,
+    *,
+    platform: str | Platform | None = None,
+    client: RegistryClient | None = None,
+) -> ImageFacts:
+    """Pin *reference* and read its platform image's config."""
+    ref = _reference(reference)
+    return (client or shared_client()).inspect(ref, _platform(platform, Policy()))
+
+
+def check(
+    reference: str | Reference,
+    *,
+    backend: str | Backend = Backend.DOCKER,
+    user: str | None = None,
+    policy: Policy | None = None,
+    platform: str | Platform | None = None,
+    client: RegistryClient | None = None,
+    today: dt.date | None = None,
+) -> Report:
+    """Resolve *reference* and run every check; never raises for a failed check.
+
+    The image is not fetched when its registry is refused by the policy, so no
+    request goes to a registry that is not allowed. Registry and reference
+    errors propagate as :class:`~imagegate.RegistryError` / ``InvalidReference``.
+    """
+    policy = policy or Policy()
+    ref = _reference(reference)
+    chosen = _platform(platform, policy)
+    mode = Backend.parse(backend)
+    facts = None
+    refused = (
+        policy.mode("registry") is Mode.ENFORCE
+        and not policy.registry_allowed(ref.registry)
+        and policy.waiver_for(ref, "registry", today) is None
+    )
+    if not refused:
+        client = client or shared_client(policy.insecure_registries)
+        facts = client.inspect(ref, chosen)
+    results = evaluate(CheckInput(reference=ref, facts=facts, backend=mode, policy=policy, user=user), today)
+    return Report(
+        reference=str(reference) if isinstance(reference, str) else ref.familiar,
+        pinned=facts.pinned.familiar if facts else None,
+        backend=mode.value,
+        platform=str(facts.platform if facts else chosen),
+        results=results,
+        user=user if user is not None else (facts.user if facts else None),
+        facts=facts.to_dict() if facts else None,
+    )
+
+
+def enforce(
+    reference: str | Reference,
+    *,
+    backend: str | Backend = Backend.DOCKER,
+    user: str | None = None,
+    policy: Policy | None = None,
+    platform: str | Platform | None = None,
+    client: RegistryClient | None = None,
+    today: dt.date | None = None,
+) -> Report:
+    """Like :func:`check`, but raise :class:`CheckFailed` (carrying the report) when a check fails.
+
+    Call this before launching anything; launch ``report.pinned``.
+    """
+    report = check(
+        reference, backend=backend, user=user, policy=policy, platform=platform, client=client, today=today
+    )
+    if not report.passed:
+        raise CheckFailed(report)
+    return report

@@ -1,0 +1,181 @@
+"""Exceptions raised by imagegate.
+
+Every exception carries the data a caller needs to act on it, so code never has
+to match on message text::
+
+    ImagegateError
+    ├── InvalidReference          bad image reference (also a ValueError)
+    ├── PolicyError               bad policy file or option (also a ValueError)
+    ├── CredentialError           a docker credential helper failed
+    ├── RegistryError             the registry answered badly or not at all
+    │   ├── RegistryUnreachable   connection refused, DNS, timeout
+    │   ├── InsecureRegistry      plain http refused for a non-loopback host
+    │   ├── AuthenticationError   401/403 after trying the credentials we have
+    │   ├── ManifestUnknown       the tag or digest does not exist (404)
+    │   ├── DigestMismatch        bytes received do not hash to the digest asked for
+    │   ├── UnsupportedManifest   a media type we cannot read (e.g. schema 1)
+    │   └── PlatformNotFound      the index has no manifest for the platform asked for
+    └── CheckFailed               a check failed under ``enforce``; carries the report
+
+Secrets never appear in messages: URLs are redacted with :func:`redact_url` and
+credentials are never formatted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from imagegate._report import Report
+
+
+def redact_url(url: str) -> str:
+    """Return *url* with any userinfo and query string blanked out."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    if parts.username or parts.password:
+        netloc = f"***@{netloc}"
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class ImagegateError(Exception):
+    """Base class of every error imagegate raises."""
+
+
+class InvalidReference(ImagegateError, ValueError):
+    """An image reference that does not follow the distribution grammar."""
+
+    def __init__(self, reference: str, reason: str) -> None:
+        self.reference = reference
+        self.reason = reason
+        super().__init__(
+            f"invalid image reference {reference!r}: {reason}. "
+            "Expected [REGISTRY[:PORT]/]PATH[:TAG][@sha256:DIGEST], "
+            "e.g. 'registry.example.com:5000/team/etl:1.4.2'"
+        )
+
+
+class PolicyError(ImagegateError, ValueError):
+    """A policy file or policy option that cannot be used."""
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None) -> None:
+        self.source = source
+        self.key = key
+        where = ""
+        if source:
+            where = f"{source}: "
+        if key:
+            where += f"[{key}] "
+        super().__init__(f"{where}{message}")
+
+
+class CredentialError(ImagegateError):
+    """A ``docker-credential-*`` helper could not be run or answered badly."""
+
+    def __init__(self, helper: str, registry: str, reason: str) -> None:
+        self.helper = helper
+        self.registry = registry
+        self.reason = reason
+        super().__init__(
+            f"credential helper docker-credential-{helper} failed for {registry}: {reason}. "
+            "Check that the helper is on PATH, or remove it from ~/.docker/config.json"
+        )
+
+
+class RegistryError(ImagegateError):
+    """The registry answered with an error, or could not be reached.
+
+    ``temporary`` is true where retrying later may succeed (429, 5xx, timeouts).
+    ``codes`` are the distribution error codes of the body (``MANIFEST_UNKNOWN``…).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        registry: str,
+        url: str | None = None,
+        status: int | None = None,
+        codes: Sequence[str] = (),
+        temporary: bool = False,
+    ) -> None:
+        self.registry = registry
+        self.url = redact_url(url) if url else None
+        self.status = status
+        self.codes = tuple(codes)
+        self.temporary = temporary
+        super().__init__(message)
+
+
+class RegistryUnreachable(RegistryError):
+    """No HTTP answer: connection refused, name resolution, TLS or timeout."""
+
+
+class InsecureRegistry(RegistryError):
+    """A plain-http registry that is neither loopback nor configured as insecure."""
+
+
+class AuthenticationError(RegistryError):
+    """The registry refused the credentials we have (or we have none)."""
+
+
+class ManifestUnknown(RegistryError):
+    """The tag or digest does not exist in the repository."""
+
+
+class DigestMismatch(RegistryError):
+    """Bytes received from the registry do not hash to the digest asked for."""
+
+    def __init__(self, *, registry: str, url: str, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"content from {redact_url(url)} hashes to {actual}, not {expected}: "
+            "refusing it (a proxy or the registry altered the bytes)",
+            registry=registry,
+            url=url,
+        )
+
+
+class UnsupportedManifest(RegistryError):
+    """A manifest media type imagegate cannot read."""
+
+    def __init__(self, *, registry: str, url: str, media_type: str) -> None:
+        self.media_type = media_type
+        super().__init__(
+            f"unsupported manifest media type {media_type!r} at {redact_url(url)}; "
+            "re-push the image with a current Docker or BuildKit (OCI or Docker schema 2)",
+            registry=registry,
+            url=url,
+        )
+
+
+class PlatformNotFound(RegistryError):
+    """The image index lists no manifest for the platform asked for."""
+
+    def __init__(self, *, registry: str, reference: str, platform: str, available: Sequence[str]) -> None:
+        self.reference = reference
+        self.platform = platform
+        self.available = tuple(available)
+        listed = ", ".join(self.available) or "none"
+        super().__init__(
+            f"{reference} has no image for platform {platform} (available: {listed}); "
+            "pass --platform with one of those, or build the image for this platform",
+            registry=registry,
+        )
+
+
+class CheckFailed(ImagegateError):
+    """At least one check failed under ``enforce``; nothing may be launched."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        failed = ", ".join(r.check for r in report.failures)
+        super().__init__(f"image {report.reference} refused by checks: {failed}\n{report.render_text()}")

@@ -1,0 +1,289 @@
+"""The policy: which checks run in which mode, waivers, registries, tag rules.
+
+Defaults live here and only here. A policy comes from a TOML file of its own
+(``imagegate.toml``, keys at the top level) or from ``pyproject.toml`` under
+``[tool.imagegate]``::
+
+    platform = "linux/amd64"
+    resolve-mutable-tags = false          # true: launch a mutable tag by its digest, with a warning
+    allowed-registries = ["registry.example.com", "*.dkr.ecr.*.amazonaws.com"]
+    insecure-registries = []              # plain-http hosts besides loopback
+    mutable-tags = ["prod", "prod-.*"]    # extra regexes (full match)
+    immutable-tags = ["rel-\\d+"]
+
+    [checks]                              # [tool.imagegate.checks] in pyproject.toml
+    pinned = "enforce"                    # enforce | warn | off
+    non-root = "warn"
+
+    [[waivers]]
+    reference = "registry.example.com/vendor/*"
+    checks = ["non-root"]
+    reason = "vendor image runs as root; ticket OPS-12"
+    expires = 2027-01-31
+
+Unknown keys are errors that name their path, so a typo never silently turns
+a check off.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import fnmatch
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from imagegate._errors import PolicyError
+from imagegate._facts import DEFAULT_PLATFORM, Platform
+from imagegate._reference import Reference, TagRules
+
+CHECK_IDS = ("registry", "pinned", "non-root")
+POLICY_FILE = "imagegate.toml"
+
+
+class Mode(str, enum.Enum):
+    ENFORCE = "enforce"  # a violation fails the check and blocks the launch
+    WARN = "warn"  # a violation is reported, the launch goes on
+    OFF = "off"  # the check does not run
+
+
+class Backend(str, enum.Enum):
+    """Where the container will run; checks differ slightly between the two."""
+
+    DOCKER = "docker"
+    KUBERNETES = "kubernetes"
+
+    @classmethod
+    def parse(cls, value: str | Backend) -> Backend:
+        try:
+            return cls(value)
+        except ValueError:
+            raise PolicyError(f"unknown backend {value!r}; use 'docker' or 'kubernetes'", key="backend") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiver:
+    """Lets matching references pass named checks, for a written reason, until ``expires``."""
+
+    reference: str
+    checks: tuple[str, ...]
+    reason: str
+    expires: dt.date | None = None
+
+    def matches(self, ref: Reference, check: str) -> bool:
+        if check not in self.checks and "*" not in self.checks:
+            return False
+        # match the full and the familiar spelling, with and without tag/digest
+        bare = Reference(ref.registry, ref.repository, ref.tag)
+        names = {str(ref), ref.familiar, str(bare), bare.familiar, ref.name, Reference(ref.registry, ref.repository).familiar}
+        return any(fnmatch.fnmatchcase(name, self.reference) for name in names)
+
+    def expired(self, today: dt.date) -> bool:
+        return self.expires is not None and today > self.expires
+
+
+_DEFAULT_MODES: Mapping[str, Mode] = {check: Mode.ENFORCE for check in CHECK_IDS}
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Everything that decides whether an image may launch."""
+
+    checks: Mapping[str, Mode] = field(default_factory=lambda: dict(_DEFAULT_MODES))
+    resolve_mutable_tags: bool = False
+    allowed_registries: tuple[str, ...] = ()
+    insecure_registries: tuple[str, ...] = ()
+    waivers: tuple[Waiver, ...] = ()
+    tag_rules: TagRules = field(default_factory=TagRules.default)
+    platform: Platform = DEFAULT_PLATFORM
+    source: str | None = None
+
+    def mode(self, check: str) -> Mode:
+        return self.checks.get(check, Mode.ENFORCE)
+
+    def waiver_for(self, ref: Reference, check: str, today: dt.date | None = None) -> Waiver | None:
+        """The first unexpired waiver covering *check* for *ref*."""
+        today = today or dt.date.today()
+        for waiver in self.waivers:
+            if waiver.matches(ref, check) and not waiver.expired(today):
+                return waiver
+        return None
+
+    def registry_allowed(self, registry: str) -> bool:
+        return not self.allowed_registries or any(
+            fnmatch.fnmatchcase(registry.lower(), pattern.lower()) for pattern in self.allowed_registries
+        )
+
+    def with_modes(self, **modes: str | Mode) -> Policy:
+        """A copy with some checks' modes changed: ``policy.with_modes(non_root="warn")``."""
+        merged = dict(self.checks)
+        for name, value in modes.items():
+            check = name.replace("_", "-")
+            _require_check(check, source=self.source)
+            merged[check] = _mode(value, source=self.source, key=f"checks.{check}")
+        return replace(self, checks=merged)
+
+    # -- loading ----------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str | None = None) -> Policy:
+        """Build a policy from decoded TOML; unknown or mistyped keys raise PolicyError."""
+        keys = {str(k).replace("_", "-"): v for k, v in data.items()}
+        unknown = sorted(set(keys) - _TOP_KEYS)
+        if unknown:
+            raise PolicyError(f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_TOP_KEYS))}", source=source, key=unknown[0])
+        modes = dict(_DEFAULT_MODES)
+        for name, value in _table(keys.get("checks", {}), "checks", source).items():
+            check = str(name).replace("_", "-")
+            _require_check(check, source=source)
+            modes[check] = _mode(value, source=source, key=f"checks.{check}")
+        rules = TagRules.default()
+        mutable = _strings(keys.get("mutable-tags", []), "mutable-tags", source)
+        immutable = _strings(keys.get("immutable-tags", []), "immutable-tags", source)
+        if mutable or immutable:
+            try:
+                rules = rules.extended(mutable=mutable, immutable=immutable)
+            except PolicyError as exc:
+                raise PolicyError(str(exc), source=source) from None
+        platform = keys.get("platform", str(DEFAULT_PLATFORM))
+        if not isinstance(platform, str):
+            raise PolicyError("must be a string such as 'linux/amd64'", source=source, key="platform")
+        resolve = keys.get("resolve-mutable-tags", False)
+        if not isinstance(resolve, bool):
+            raise PolicyError("must be true or false", source=source, key="resolve-mutable-tags")
+        return cls(
+            checks=modes,
+            resolve_mutable_tags=resolve,
+            allowed_registries=_strings(keys.get("allowed-registries", []), "allowed-registries", source),
+            insecure_registries=_strings(keys.get("insecure-registries", []), "insecure-registries", source),
+            waivers=tuple(_waiver(item, i, source) for i, item in enumerate(_list(keys.get("waivers", []), "waivers", source))),
+            tag_rules=rules,
+            platform=_platform(platform, source),
+            source=source,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        """Read a policy file: ``imagegate.toml`` (top-level keys) or ``pyproject.toml`` ([tool.imagegate])."""
+        file = Path(path)
+        data = _read_toml(file)
+        if file.name == "pyproject.toml":
+            table = (data.get("tool") or {}).get("imagegate")
+            if table is None:
+                raise PolicyError("has no [tool.imagegate] table", source=str(file))
+            return cls.from_mapping(_table(table, "tool.imagegate", str(file)), source=f"{file} [tool.imagegate]")
+        return cls.from_mapping(data, source=str(file))
+
+    @classmethod
+    def discover(cls, start: str | Path = ".") -> Policy:
+        """The policy for *start*: the nearest ``imagegate.toml``, or ``pyproject.toml``
+        with a ``[tool.imagegate]`` table, in it or a parent; else the defaults."""
+        here = Path(start).resolve()
+        for directory in (here, *here.parents):
+            own = directory / POLICY_FILE
+            if own.is_file():
+                return cls.load(own)
+            project = directory / "pyproject.toml"
+            if project.is_file() and "imagegate" in (_read_toml(project).get("tool") or {}):
+                return cls.load(project)
+        return cls()
+
+
+_TOP_KEYS = frozenset(
+    {
+        "checks",
+        "resolve-mutable-tags",
+        "allowed-registries",
+        "insecure-registries",
+        "mutable-tags",
+        "immutable-tags",
+        "waivers",
+        "platform",
+    }
+)
+_WAIVER_KEYS = frozenset({"reference", "checks", "reason", "expires"})
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    import tomllib  # only policy loading needs it; keeps `import imagegate` fast
+
+    try:
+        with file.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise PolicyError("file not found; pass an existing policy file", source=str(file)) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError(f"cannot read TOML: {exc}", source=str(file)) from None
+
+
+def _require_check(check: str, *, source: str | None) -> None:
+    if check not in CHECK_IDS:
+        raise PolicyError(f"unknown check {check!r}; checks are {', '.join(CHECK_IDS)}", source=source, key=f"checks.{check}")
+
+
+def _mode(value: Any, *, source: str | None, key: str) -> Mode:
+    try:
+        return Mode(value)
+    except ValueError:
+        raise PolicyError(f"mode {value!r} is not one of enforce, warn, off", source=source, key=key) from None
+
+
+def _table(value: Any, key: str, source: str | None) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise PolicyError("must be a table", source=source, key=key)
+    return value
+
+
+def _list(value: Any, key: str, source: str | None) -> list[Any]:
+    if not isinstance(value, list):
+        raise PolicyError("must be a list", source=source, key=key)
+    return value
+
+
+def _strings(value: Any, key: str, source: str | None) -> tuple[str, ...]:
+    items = _list(value, key, source)
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not item:
+            raise PolicyError("must be a non-empty string", source=source, key=f"{key}[{i}]")
+    return tuple(items)
+
+
+def _platform(value: str, source: str | None) -> Platform:
+    try:
+        return Platform.parse(value)
+    except PolicyError as exc:
+        raise PolicyError(str(exc), source=source, key="platform") from None
+
+
+def _waiver(item: Any, index: int, source: str | None) -> Waiver:
+    where = f"waivers[{index}]"
+    table = {str(k).replace("_", "-"): v for k, v in _table(item, where, source).items()}
+    unknown = sorted(set(table) - _WAIVER_KEYS)
+    if unknown:
+        raise PolicyError(f"unknown key {unknown[0]!r}; waivers take {', '.join(sorted(_WAIVER_KEYS))}", source=source, key=where)
+    reference, reason = table.get("reference"), table.get("reason")
+    if not isinstance(reference, str) or not reference:
+        raise PolicyError("needs 'reference', a pattern such as 'registry.example.com/team/*'", source=source, key=where)
+    if not isinstance(reason, str) or not reason.strip():
+        raise PolicyError("needs a non-empty 'reason': a waiver says why", source=source, key=where)
+    checks = _strings(table.get("checks", ["*"]), f"{where}.checks", source)
+    for check in checks:
+        if check != "*":
+            _require_check(check, source=source)
+    expires = table.get("expires")
+    if isinstance(expires, str):
+        try:
+            expires = dt.date.fromisoformat(expires)
+        except ValueError:
+            raise PolicyError(f"expires {expires!r} is not a date (YYYY-MM-DD)", source=source, key=where) from None
+    if expires is not None and not isinstance(expires, dt.date):
+        raise PolicyError("expires must be a date (YYYY-MM-DD)", source=source, key=where)
+    if isinstance(expires, dt.datetime):
+        expires = expires.date()
+    return Waiver(reference=reference, checks=checks, reason=reason.strip(), expires=expires)
+
+
+def merge_insecure(policy: Policy, extra: Iterable[str]) -> tuple[str, ...]:
+    """The policy's insecure registries plus *extra* (e.g. from the command line), de-duplicated."""
+    return tuple(dict.fromkeys((*policy.insecure_registries, *extra)))

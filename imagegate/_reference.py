@@ -1,0 +1,621 @@
+"""Image references: parse, normalise and classify them, with no I/O.
+
+The grammar is the one of the CNCF distribution ``reference`` package
+(``reference/regexp.go``) and the normalisation is that of
+``reference.ParseNormalizedNamed``, which the Docker CLI and Engine use::
+
+    reference  := name [ ":" tag ] [ "@" digest ]
+    name       := [ domain "/" ] path-component { "/" path-component }
+    domain     := host [ ":" port ]          host: DNS labels or "[ipv6]"
+    path-component := [a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )*
+    tag        := [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
+    digest     := algorithm ":" hex           e.g. sha256:<64 lowercase hex>
+
+The first component is a registry only when it contains ``.`` or ``:``, is
+``localhost`` or holds an uppercase letter; otherwise the registry is
+``docker.io`` and a one-component path gets ``library/``.  ``index.docker.io``
+is read as ``docker.io``.
+
+Two places where imagegate is stricter than Docker, on purpose:
+
+* a dotted first component that is not a valid host name (``foo_bar.com/x``)
+  is refused; Docker silently reads it as a path with *no* registry at all;
+* the repository ``sha256`` (``sha256:<hex>``) is refused, as the Docker Engine
+  refuses to tag it: it is an image ID, not a name.
+
+:class:`TagRules` says whether a tag looks mutable (``latest``, ``3.13``,
+``3-slim``) or immutable (``1.2.3``, a git SHA, a date stamp).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field, replace
+
+from imagegate._errors import InvalidReference, PolicyError
+
+__all__ = [
+    "DEFAULT_IMMUTABLE_TAGS",
+    "DEFAULT_MUTABLE_TAGS",
+    "DOCKER_HUB",
+    "Reference",
+    "ReferenceKind",
+    "TagClass",
+    "TagRules",
+    "parse_digest",
+    "parse_reference",
+]
+
+DOCKER_HUB = "docker.io"
+"""The registry name Docker Hub references normalise to."""
+
+_DOCKER_HUB_API = "registry-1.docker.io"
+_LEGACY_DOCKER_HUB = "index.docker.io"
+_OFFICIAL_PREFIX = "library/"
+_NAME_MAX = 255
+_TEXT_MAX = 1024  # far above the longest valid reference (about 530)
+
+# --- grammar (distribution reference/regexp.go) --------------------------------------
+# "-+" instead of distribution's "[-]*": the same language, without the nested
+# empty repetition that makes Python's backtracking engine explode.
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|-+)"
+_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_REMOTE_NAME = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_DOMAIN_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN_NAME = rf"{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*"
+_IPV6 = r"\[[a-fA-F0-9:]+\]"
+_DOMAIN_AND_PORT = rf"(?:{_DOMAIN_NAME}|{_IPV6})(?::[0-9]+)?"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+
+_DOMAIN_RE = re.compile(_DOMAIN_AND_PORT, re.ASCII)
+_DOMAIN_LABEL_RE = re.compile(_DOMAIN_LABEL, re.ASCII)
+_PATH_RE = re.compile(_REMOTE_NAME, re.ASCII)
+_PATH_COMPONENT_RE = re.compile(_PATH_COMPONENT, re.ASCII)
+_TAG_RE = re.compile(_TAG, re.ASCII)
+_DIGEST_RE = re.compile(_DIGEST, re.ASCII)
+_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
+_PORT_RE = re.compile(r"[0-9]+", re.ASCII)
+_HEX_RE = re.compile(r"[a-f0-9]+", re.ASCII)
+_IPV4_LOOPBACK_RE = re.compile(r"127\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})", re.ASCII)
+_IPV6_GROUP_RE = re.compile(r"[0-9a-f]{1,4}", re.ASCII)
+
+# Algorithms the Docker Engine accepts (go-digest) → length of the hex part.
+_DIGEST_HEX_LENGTH = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+_TAG_HELP = "tags are [A-Za-z0-9_.-], at most 128, not starting with . or -"
+_PATH_HELP = (
+    "components are lowercase letters and digits, joined by one '.', one or two '_' "
+    "or any number of '-', starting and ending with a letter or digit"
+)
+_HOST_HELP = (
+    "a registry is a host name (letters, digits and '-' in '.'-separated labels), "
+    "an IPv4 address or a bracketed IPv6 address, with an optional :PORT"
+)
+
+
+class ReferenceKind(enum.Enum):
+    """How firmly a reference names an image."""
+
+    DIGEST = "digest"
+    TAGGED = "tagged"
+    UNTAGGED = "untagged"
+
+
+def parse_digest(text: str) -> str:
+    """Return *text* if it is a digest the Docker Engine accepts, else raise.
+
+    A digest is ``algorithm:hex``: ``sha256`` with 64, ``sha384`` with 96 or
+    ``sha512`` with 128 lowercase hex characters.
+
+    Raises:
+        InvalidReference: naming *text* and what is wrong with it.
+    """
+    problem = _digest_problem(text)
+    if problem:
+        raise InvalidReference(text if isinstance(text, str) else repr(text), problem)
+    return text
+
+
+def parse_reference(text: str) -> Reference:
+    """Parse and normalise an image reference the way ``docker pull`` does.
+
+    ``"busybox"`` → ``docker.io/library/busybox``; ``"localhost:5000/x:1"`` →
+    registry ``localhost:5000``, repository ``x``, tag ``1``.  A missing tag
+    stays ``None`` (Docker would pull ``latest``).
+
+    Raises:
+        InvalidReference: naming *text* and the reason, for anything Docker
+            would refuse.
+    """
+    if not isinstance(text, str):
+        raise InvalidReference(repr(text), f"expected a string, got {type(text).__name__}")
+    problem = _text_problem(text)
+    if problem:
+        raise InvalidReference(text, problem)
+    registry, remainder = _split_docker_domain(text)
+    rest, at, digest = remainder.partition("@")
+    path, colon, tag = rest.partition(":")
+    if not path:
+        raise InvalidReference(text, "the repository name is missing before ':' or '@'")
+    if colon and not tag:
+        raise InvalidReference(text, "':' is not followed by a tag; remove the ':' or add a tag")
+    if at and not digest:
+        raise InvalidReference(text, "'@' is not followed by a digest; write NAME@sha256:<64 hex>")
+    problem = _path_problem(path)  # before normalisation, so the reason shows what the user wrote
+    if problem:
+        raise InvalidReference(text, problem)
+    try:
+        return Reference(registry, path, tag if colon else None, digest if at else None)
+    except InvalidReference as exc:
+        raise InvalidReference(text, exc.reason) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A normalised, valid image reference.
+
+    Constructing one validates and normalises it (``index.docker.io`` →
+    ``docker.io``, ``docker.io`` + ``busybox`` → ``library/busybox``), so every
+    instance satisfies ``parse_reference(str(ref)) == ref``.
+
+    Raises:
+        InvalidReference: if a part is not valid.
+    """
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    def __post_init__(self) -> None:
+        registry, repository = self.registry, self.repository
+        if registry == _LEGACY_DOCKER_HUB:
+            registry = DOCKER_HUB
+        if registry == DOCKER_HUB and isinstance(repository, str) and repository and "/" not in repository:
+            repository = _OFFICIAL_PREFIX + repository
+        object.__setattr__(self, "registry", registry)
+        object.__setattr__(self, "repository", repository)
+        problem = _parts_problem(registry, repository, self.tag, self.digest)
+        if problem:
+            raise InvalidReference(_join(registry, repository, self.tag, self.digest), problem)
+
+    def __str__(self) -> str:
+        return _join(self.registry, self.repository, self.tag, self.digest)
+
+    @property
+    def name(self) -> str:
+        """``registry/repository``, e.g. ``docker.io/library/busybox``."""
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def familiar(self) -> str:
+        """Docker's short form, as ``docker images`` shows it: ``busybox:1.36``.
+
+        Like Docker's, it drops ``docker.io/`` even when the path then looks like
+        a registry (``docker.io/foo.com/x`` → ``foo.com/x``); use ``str()`` to get
+        a form that always parses back to this reference.
+        """
+        name = self.repository
+        if self.registry != DOCKER_HUB:
+            name = self.name
+        elif name.startswith(_OFFICIAL_PREFIX) and name.count("/") == 1:
+            name = name[len(_OFFICIAL_PREFIX) :]
+        return _join_suffixes(name, self.tag, self.digest)
+
+    @property
+    def kind(self) -> ReferenceKind:
+        """DIGEST when a digest is present (even with a tag), else TAGGED or UNTAGGED."""
+        if self.digest is not None:
+            return ReferenceKind.DIGEST
+        return ReferenceKind.TAGGED if self.tag is not None else ReferenceKind.UNTAGGED
+
+    @property
+    def is_pinned(self) -> bool:
+        """True when the reference names one image by digest."""
+        return self.digest is not None
+
+    def with_digest(self, digest: str) -> Reference:
+        """Return this reference pinned to *digest*, keeping the tag."""
+        problem = _digest_problem(digest)
+        if problem:
+            raise InvalidReference(f"{self.name}@{digest}", problem)
+        return replace(self, digest=digest)
+
+    def with_tag(self, tag: str) -> Reference:
+        """Return this reference with *tag* (the digest, if any, is kept)."""
+        problem = _tag_problem(tag)
+        if problem:
+            raise InvalidReference(f"{self.name}:{tag}", problem)
+        return replace(self, tag=tag)
+
+    def without_tag(self) -> Reference:
+        """Return this reference without its tag."""
+        return replace(self, tag=None)
+
+    @property
+    def api_host(self) -> str:
+        """The host[:port] to send registry API requests to."""
+        return _DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
+
+    @property
+    def is_loopback(self) -> bool:
+        """True for ``localhost``, ``127.0.0.0/8`` and ``[::1]`` registries (any port)."""
+        host = _host_of(self.registry).lower()
+        if host == "localhost":
+            return True
+        if host.startswith("["):
+            return _is_ipv6_loopback(host[1:-1])
+        match = _IPV4_LOOPBACK_RE.fullmatch(host)
+        return bool(match) and all(int(octet) <= 255 for octet in match.groups())
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _short(value: str, limit: int = 60) -> str:
+    """*value* quoted, cut to *limit* characters for messages."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def _join_suffixes(name: str, tag: str | None, digest: str | None) -> str:
+    if tag is not None:
+        name = f"{name}:{tag}"
+    if digest is not None:
+        name = f"{name}@{digest}"
+    return name
+
+
+def _join(registry: str, repository: str, tag: str | None, digest: str | None) -> str:
+    return _join_suffixes(f"{registry}/{repository}", tag, digest)
+
+
+def _split_docker_domain(text: str) -> tuple[str, str]:
+    """Split off the registry as ``splitDockerDomain`` does (no ``library/`` yet)."""
+    first, slash, rest = text.partition("/")
+    if slash and _looks_like_registry(first):
+        registry, remainder = first, rest
+    else:
+        registry, remainder = DOCKER_HUB, text
+    if registry == _LEGACY_DOCKER_HUB:
+        registry = DOCKER_HUB
+    return registry, remainder
+
+
+def _looks_like_registry(component: str) -> bool:
+    """Docker's test for "this first path component is a registry"."""
+    return "." in component or ":" in component or component == "localhost" or component != component.lower()
+
+
+def _text_problem(text: str) -> str | None:
+    """Problems visible in the raw text before it is split."""
+    if not text:
+        return "the reference is empty"
+    if len(text) > _TEXT_MAX:
+        return f"it is {len(text)} characters long; a reference is at most a few hundred"
+    if any(char.isspace() for char in text):
+        return "it contains whitespace; remove it (a stray space or newline?)"
+    if not text.isascii() or not text.isprintable():
+        bad = next(char for char in text if not (char.isascii() and char.isprintable()))
+        return f"it contains the character {bad!r}; references are plain ASCII"
+    if _IDENTIFIER_RE.fullmatch(text):
+        return (
+            "a bare 64-character hex string is an image ID, not a reference "
+            "(Docker refuses it as ambiguous); write NAME@sha256:<64 hex> to pin by digest"
+        )
+    return None
+
+
+def _parts_problem(registry: str, repository: str, tag: str | None, digest: str | None) -> str | None:
+    for value, what in ((registry, "registry"), (repository, "repository")):
+        if not isinstance(value, str):
+            return f"the {what} must be a string, got {type(value).__name__}"
+    problem = (
+        _registry_problem(registry)
+        or _path_problem(repository)
+        or (None if tag is None else _tag_problem(tag))
+        or (None if digest is None else _digest_problem(digest))
+    )
+    if problem:
+        return problem
+    name_length = len(registry) + 1 + len(repository)
+    if name_length > _NAME_MAX:
+        return (
+            f"the name {registry}/{repository[:20]}… is {name_length} characters long; "
+            f"Docker allows at most {_NAME_MAX} for registry and repository together"
+        )
+    if registry == DOCKER_HUB and repository == _OFFICIAL_PREFIX + "sha256":
+        return (
+            "'sha256' cannot be a repository name: Docker reads 'sha256:…' as an image ID "
+            "and refuses to tag it; write NAME@sha256:<64 hex> to pin by digest"
+        )
+    return None
+
+
+def _host_of(registry: str) -> str:
+    """The host part of ``host[:port]`` (IPv6 keeps its brackets)."""
+    if registry.startswith("["):
+        end = registry.find("]")
+        return registry if end < 0 else registry[: end + 1]
+    return registry.partition(":")[0]
+
+
+def _registry_problem(registry: str) -> str | None:
+    if not registry:
+        return "the registry is empty"
+    if not _looks_like_registry(registry):
+        return (
+            f"registry {_short(registry)} would be read as part of the path; a registry contains "
+            "'.' or ':', is 'localhost', or has an uppercase letter"
+        )
+    if _DOMAIN_RE.fullmatch(registry):
+        return None
+    host = _host_of(registry)
+    after = registry[len(host) :]
+    if after and not after.startswith(":"):
+        return f"registry {_short(registry)} has {_short(after)} after the IPv6 address; {_HOST_HELP}"
+    port = after[1:]
+    if after and not port:
+        return f"registry {_short(registry)} has an empty port; remove the ':' or add a port number"
+    if after and not _PORT_RE.fullmatch(port):
+        return f"port {_short(port)} of registry {_short(registry)} must be a number"
+    if host.startswith("["):
+        if not host.endswith("]"):
+            return f"the IPv6 address in registry {_short(registry)} has no closing ']'"
+        return f"IPv6 address {_short(host)} of registry {_short(registry)} may only hold hex digits and ':'"
+    for label in host.split("."):
+        if not _DOMAIN_LABEL_RE.fullmatch(label):
+            shown = "an empty label" if not label else f"the label {_short(label)}"
+            return f"registry {_short(registry)} is not a valid host: {shown} is not allowed; {_HOST_HELP}"
+    return f"registry {_short(registry)} is not valid; {_HOST_HELP}"
+
+
+def _path_problem(path: str) -> str | None:
+    if _PATH_RE.fullmatch(path):
+        return None
+    if not path:
+        return "the repository name is missing"
+    if path != path.lower():
+        return f"repository name must be lowercase (got {_short(path)})"
+    for component in path.split("/"):
+        if not component:
+            return f"repository {_short(path)} has an empty path component (a leading, trailing or doubled '/')"
+        if not _PATH_COMPONENT_RE.fullmatch(component):
+            return f"path component {_short(component)} of {_short(path)} is invalid; {_PATH_HELP}"
+    return f"repository {_short(path)} is invalid; {_PATH_HELP}"  # pragma: no cover - defensive
+
+
+def _tag_problem(tag: str) -> str | None:
+    if not isinstance(tag, str):
+        return f"the tag must be a string, got {type(tag).__name__}"
+    if _TAG_RE.fullmatch(tag):
+        return None
+    if not tag:
+        return "the tag is empty"
+    if len(tag) > 128:
+        return f"tag {_short(tag, 20)} is {len(tag)} characters long; {_TAG_HELP}"
+    return f"tag {_short(tag)} has invalid characters; {_TAG_HELP}"
+
+
+def _digest_problem(digest: str) -> str | None:
+    """Why *digest* is not a digest the Docker Engine (go-digest) accepts, or None."""
+    if not isinstance(digest, str):
+        return f"the digest must be a string, got {type(digest).__name__}"
+    algorithm, colon, encoded = digest.partition(":")
+    if not colon or not algorithm or not encoded:
+        return f"digest {_short(digest)} is not ALGORITHM:HEX, e.g. sha256:<64 hex>"
+    expected = _DIGEST_HEX_LENGTH.get(algorithm)
+    if expected is None:
+        lower = " (algorithm names are lowercase)" if algorithm.lower() in _DIGEST_HEX_LENGTH else ""
+        return f"unsupported digest algorithm {_short(algorithm)}{lower}; use sha256 (or sha384, sha512)"
+    if len(encoded) != expected:
+        return f"digest {_short(digest, 80)} has {len(encoded)} hex characters after '{algorithm}:'; it needs {expected}"
+    if not _HEX_RE.fullmatch(encoded):
+        return f"digest {_short(digest, 80)} must be lowercase hex (0-9, a-f) after '{algorithm}:'"
+    if not _DIGEST_RE.fullmatch(digest):  # pragma: no cover - implied by the checks above
+        return f"digest {_short(digest)} is not valid"
+    return None
+
+
+def _is_ipv6_loopback(address: str) -> bool:
+    """True if *address* (no brackets, lowercase) is ``::1`` in any spelling."""
+    if address.count("::") > 1:
+        return False
+    if "::" in address:
+        head, _, tail = address.partition("::")
+        front = head.split(":") if head else []
+        back = tail.split(":") if tail else []
+        missing = 8 - len(front) - len(back)
+        if missing < 1:
+            return False
+        groups = front + ["0"] * missing + back
+    else:
+        groups = address.split(":")
+    if len(groups) != 8 or not all(_IPV6_GROUP_RE.fullmatch(group) for group in groups):
+        return False
+    return all(int(group, 16) == 0 for group in groups[:7]) and int(groups[7], 16) == 1
+
+
+# --- tag rules ---------------------------------------------------------------------------
+
+
+class TagClass(enum.Enum):
+    """Whether a tag is expected to keep pointing at the same image."""
+
+    MUTABLE = "mutable"
+    IMMUTABLE = "immutable"
+    UNKNOWN = "unknown"
+
+
+_CHANNELS = (
+    "main|master|develop|dev|stable|edge|nightly|current|next|beta|alpha|rc|canary"
+    "|release|testing|unstable|head|trunk|lts"
+)
+_VARIANTS = (
+    r"slim|alpine(?:\d+(?:\.\d+)*)?|bookworm|bullseye|buster|stretch|trixie|sid"
+    r"|noble|jammy|focal|bionic|xenial|debian\d*|ubuntu(?:\d+(?:\.\d+)*)?"
+    r"|ubi\d*|minimal|distroless|musl|glibc|jdk\d*|jre\d*"
+    r"|windowsservercore|nanoserver|ltsc\d{4}"
+)
+_DATE = r"(?:19|20)\d\d(?:(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])|([-.])(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01]))"
+
+# pattern → (what the tag is, why that matters); order decides which reason is given.
+_MUTABLE_RULES: dict[str, tuple[str, str]] = {
+    r"latest": ("the floating default", "it points at whatever was pushed last"),
+    r"latest[-_.][\w.-]+|[\w.-]+[-_.]latest": ("a 'latest' variant", "it moves with every release"),
+    rf"(?:{_CHANNELS})(?:-(?:{_VARIANTS}))*": (
+        "a branch or release-channel name",
+        "it moves with every build of that channel",
+    ),
+    r"v?\d{1,4}": ("major-only", "it moves with every minor and patch release"),
+    r"v?\d+\.\d+": ("minor-only", "it moves with every patch release"),
+    rf"(?:{_VARIANTS})(?:-(?:{_VARIANTS}))*": (
+        "a variant name without a version",
+        "it moves with every release of the image",
+    ),
+    rf"v?\d+(?:\.\d+)?(?:-(?:{_VARIANTS}))+": (
+        "a major or minor version with a variant",
+        "it moves with every patch release",
+    ),
+}
+_IMMUTABLE_RULES: dict[str, tuple[str, str]] = {
+    rf"(?:[\w.-]*[-_.])?{_DATE}(?:[T_.-]?\d{{4}}(?:\d\d)?Z?)?(?:[-_.][\w.-]+)?": (
+        "a date stamp",
+        "date-stamped tags are normally pushed once",
+    ),
+    r"(?:[A-Za-z][\w.-]*[-_])?v?\d+\.\d+\.\d+(?:[-_.+][\w.-]+)?": (
+        "a full version",
+        "release tags like this are normally pushed once",
+    ),
+    r"(?:[\w.-]*[-_.])?(?:build|b|r|rev|ci|run|job)[-_.]?\d+(?:[-_.][\w.-]+)?|\d{5,}|\d+[-_.](?:g|sha-)?[0-9a-f]{7,40}": (
+        "a build number",
+        "build-numbered tags are normally pushed once",
+    ),
+    r"(?:[\w.-]*[-_.])?(?:sha-|g)?(?=[a-f]*\d)[0-9a-f]{7,40}": (
+        "a git commit",
+        "commit tags are normally pushed once",
+    ),
+}
+
+DEFAULT_MUTABLE_TAGS: tuple[str, ...] = tuple(_MUTABLE_RULES)
+"""Default patterns of tags that move (a missing tag is always mutable)."""
+DEFAULT_IMMUTABLE_TAGS: tuple[str, ...] = tuple(_IMMUTABLE_RULES)
+"""Default patterns of tags that look like they are pushed once."""
+
+
+@dataclass(frozen=True)
+class TagRules:
+    """Regular expressions (matched against the whole tag) that classify tags.
+
+    A tag matching any ``mutable`` pattern is MUTABLE, even if it also matches an
+    ``immutable`` one; otherwise a tag matching an ``immutable`` pattern is
+    IMMUTABLE; anything else is UNKNOWN.  No tag at all is always MUTABLE.
+
+    Raises:
+        PolicyError: if a pattern is not a valid regular expression.
+    """
+
+    mutable: tuple[str, ...] = DEFAULT_MUTABLE_TAGS
+    immutable: tuple[str, ...] = DEFAULT_IMMUTABLE_TAGS
+    _compiled: tuple[tuple[tuple[str, re.Pattern[str]], ...], ...] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        mutable = _pattern_tuple(self.mutable, "mutable")
+        immutable = _pattern_tuple(self.immutable, "immutable")
+        object.__setattr__(self, "mutable", mutable)
+        object.__setattr__(self, "immutable", immutable)
+        compiled = (_compile_all(mutable, "mutable"), _compile_all(immutable, "immutable"))
+        object.__setattr__(self, "_compiled", compiled)
+
+    @classmethod
+    def default(cls) -> TagRules:
+        """The built-in rules (see ``DEFAULT_MUTABLE_TAGS`` / ``DEFAULT_IMMUTABLE_TAGS``)."""
+        global _default_rules
+        if _default_rules is None:
+            _default_rules = cls()
+        return _default_rules
+
+    def extended(self, mutable: tuple[str, ...] = (), immutable: tuple[str, ...] = ()) -> TagRules:
+        """Return these rules plus the user's *mutable* and *immutable* patterns.
+
+        User patterns are added after the existing ones (duplicates dropped).  They
+        cannot make a tag that matches a mutable pattern immutable: build a
+        ``TagRules(mutable=…, immutable=…)`` to replace the defaults instead.
+
+        Raises:
+            PolicyError: naming a pattern that is not a valid regular expression.
+        """
+        add_mutable = _pattern_tuple(mutable, "mutable")
+        add_immutable = _pattern_tuple(immutable, "immutable")
+        _compile_all(add_mutable, "mutable")  # so an error indexes the user's own list
+        _compile_all(add_immutable, "immutable")
+        return TagRules(
+            mutable=tuple(dict.fromkeys(self.mutable + add_mutable)),
+            immutable=tuple(dict.fromkeys(self.immutable + add_immutable)),
+        )
+
+    def classify(self, tag: str | None) -> tuple[TagClass, str]:
+        """Return the class of *tag* and a sentence naming the rule that decided it."""
+        if tag is None:
+            return TagClass.MUTABLE, "no tag: Docker uses 'latest', which points at whatever was pushed last"
+        mutable, immutable = self._compiled
+        for pattern, regex in mutable:
+            if regex.fullmatch(tag):
+                return TagClass.MUTABLE, _mutable_reason(tag, pattern)
+        for pattern, regex in immutable:
+            if regex.fullmatch(tag):
+                return TagClass.IMMUTABLE, _immutable_reason(tag, pattern)
+        return TagClass.UNKNOWN, (
+            f"tag {tag!r} matches no mutable or immutable rule; pin it by digest, "
+            "or add a pattern for it to the tag rules"
+        )
+
+
+_default_rules: TagRules | None = None
+
+
+def _pattern_tuple(patterns: object, kind: str) -> tuple[str, ...]:
+    if isinstance(patterns, (str, bytes)):
+        raise PolicyError(f"{kind} tag patterns must be a list of regular expressions, got the single string {patterns!r}")
+    try:
+        items = tuple(patterns)  # type: ignore[call-overload]
+    except TypeError:
+        raise PolicyError(f"{kind} tag patterns must be a list of regular expressions, got {type(patterns).__name__}") from None
+    for item in items:
+        if not isinstance(item, str):
+            raise PolicyError(f"{kind} tag pattern {item!r} must be a string (a regular expression)")
+    return items
+
+
+def _compile_all(patterns: tuple[str, ...], kind: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    compiled = []
+    for index, pattern in enumerate(patterns):
+        try:
+            compiled.append((pattern, re.compile(pattern)))
+        except re.error as exc:
+            raise PolicyError(
+                f"{kind} tag pattern {pattern!r} is not a valid regular expression ({exc}); "
+                "patterns are Python regular expressions matched against the whole tag",
+                key=f"{kind}-tags[{index}]",
+            ) from None
+    return tuple(compiled)
+
+
+def _mutable_reason(tag: str, pattern: str) -> str:
+    rule = _MUTABLE_RULES.get(pattern)
+    if rule is None:
+        return f"tag {tag!r} matches the mutable pattern {pattern!r}"
+    what, why = rule
+    return f"tag {tag!r} is {what}: {why}"
+
+
+def _immutable_reason(tag: str, pattern: str) -> str:
+    rule = _IMMUTABLE_RULES.get(pattern)
+    if rule is None:
+        return f"tag {tag!r} matches the immutable pattern {pattern!r}; only a digest guarantees it"
+    what, why = rule
+    return f"tag {tag!r} is {what}: {why}, but only a digest guarantees it"
