@@ -9,6 +9,7 @@ import stat
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from imagegate import (
@@ -16,6 +17,7 @@ from imagegate import (
     CredentialError,
     DigestMismatch,
     DockerConfig,
+    InsecureRegistry,
     ManifestUnknown,
     Platform,
     PlatformNotFound,
@@ -280,3 +282,28 @@ def test_docker_hub_uses_the_legacy_server_key() -> None:
     config = DockerConfig(_auths("hubuser", "pw", "https://index.docker.io/v1/"))
     creds = config.credentials_for("docker.io")
     assert creds is not None and creds.username == "hubuser"
+
+
+class _PlainHttpOnly(httpx.BaseTransport):
+    """The network in front of a registry that only speaks plain http: https handshakes fail."""
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        self.inner = registry.transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "https":
+            raise httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)", request=request)
+        return self.inner.handle_request(request)
+
+
+def test_plain_http_needs_an_explicit_insecure_registry() -> None:
+    registry = FakeRegistry("plain.test", negotiation="distribution")
+    registry.put_image("team/etl", make_image(user="1000"), tag="1.0.0")
+    ref = parse_reference("plain.test/team/etl:1.0.0")
+    strict = RegistryClient(transport=_PlainHttpOnly(registry), docker_config=DockerConfig({}))
+    with pytest.raises(InsecureRegistry, match="--insecure-registry plain.test"):
+        strict.inspect(ref)
+    assert registry.count() == 0  # nothing was sent in clear text
+    allowed = RegistryClient(transport=_PlainHttpOnly(registry), docker_config=DockerConfig({}), insecure_registries=["plain.test"])
+    assert allowed.inspect(ref).user == "1000"
+    assert all(r.method in ("GET", "HEAD") for r in registry.requests)
