@@ -68,7 +68,7 @@ def check_pinned(data: CheckInput) -> Finding:
         return Finding(
             "pinned",
             Status.VIOLATION,
-            f"{reason}: it can point at a different image on the next run",
+            f"{reason}; refused: the next run could launch a different image",
             f"{pin_fix}, use an immutable tag (a full version or git SHA), "
             "or set resolve-mutable-tags = true to launch its current digest",
         )

@@ -19,4 +19,6 @@ fi
 extras=()
 for extra in "${@:-dev}"; do extras+=(--extra "$extra"); done
 echo "==> syncing .venv from uv.lock (extras: ${*:-dev})"
-UV_PYTHON_DOWNLOADS=never .tools/bin/uv sync --frozen --quiet --python "$PYTHON" "${extras[@]}"
+# --compile-bytecode: write .pyc now, as pip does; imports stay fast where PYTHONDONTWRITEBYTECODE is set
+UV_PYTHON_DOWNLOADS=never .tools/bin/uv sync --frozen --quiet --compile-bytecode --python "$PYTHON" "${extras[@]}"
+.venv/bin/python -m compileall -q imagegate airflow_plugin dagster_integration >/dev/null
