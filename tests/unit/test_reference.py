@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import pickle
 import re
 import subprocess
 import sys
@@ -43,7 +44,8 @@ GOOD = [
     ("busybox:1.36", "docker.io", "library/busybox", "1.36", None, "docker.io/library/busybox:1.36", "busybox:1.36"),
     ("library/busybox", "docker.io", "library/busybox", None, None, "docker.io/library/busybox", "busybox"),
     ("docker.io/busybox", "docker.io", "library/busybox", None, None, "docker.io/library/busybox", "busybox"),
-    ("index.docker.io/busybox:1", "docker.io", "library/busybox", "1", None, "docker.io/library/busybox:1", "busybox:1"),
+    ("index.docker.io/busybox:1", "docker.io", "library/busybox", "1", None, "docker.io/library/busybox:1",
+     "busybox:1"),
     ("docker.io/library/busybox", "docker.io", "library/busybox", None, None, "docker.io/library/busybox", "busybox"),
     ("team/etl:1", "docker.io", "team/etl", "1", None, "docker.io/team/etl:1", "team/etl:1"),
     ("library/a/b", "docker.io", "library/a/b", None, None, "docker.io/library/a/b", "library/a/b"),
@@ -180,7 +182,7 @@ def test_non_string_is_invalid_reference(value: object) -> None:
 def test_reason_is_short_for_long_input() -> None:
     with pytest.raises(InvalidReference) as caught:
         parse_reference("a" * 200 + "..b")
-    assert len(caught.value.reason) < 300
+    assert "a" * 61 not in caught.value.reason  # values in reasons are cut short
 
 
 # --- the Reference value -----------------------------------------------------------------
@@ -219,6 +221,13 @@ def test_frozen_and_hashable() -> None:
     with pytest.raises((AttributeError, TypeError)):
         ref.extra = 1  # type: ignore[attr-defined]
     assert {ref: 1}[parse_reference("docker.io/library/busybox:1")] == 1
+
+
+def test_pickles() -> None:
+    ref = parse_reference(f"r.io/team/etl:1@{D64}")
+    rules = TagRules.default().extended(mutable=["prod"])
+    assert pickle.loads(pickle.dumps(ref)) == ref
+    assert pickle.loads(pickle.dumps(rules)).classify("prod")[0] is TagClass.MUTABLE
 
 
 def test_constructor_normalises_and_validates() -> None:
@@ -423,7 +432,7 @@ def near_misses(draw: st.DrawFn) -> str:
     return text[:position] + draw(mutations) + text[position:]
 
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FAST
@@ -440,10 +449,11 @@ def test_valid_references_parse_and_round_trip(text: str) -> None:
     assert parse_reference(str(parsed)) == parsed
     assert str(parse_reference(str(parsed))) == str(parsed)
     assert Reference(parsed.registry, parsed.repository, parsed.tag, parsed.digest) == parsed
-    assert parse_reference(parsed.familiar).familiar == parsed.familiar
     first = parsed.repository.split("/", 1)[0]
     if parsed.registry != "docker.io" or not reference_module._looks_like_registry(first):
-        assert parse_reference(parsed.familiar) == parsed  # unambiguous familiar forms round-trip too
+        # Docker's short form drops docker.io/ even when the path then looks like a
+        # registry ('docker.io/foo.com/x' → 'foo.com/x'); the others round-trip.
+        assert parse_reference(parsed.familiar) == parsed
 
 
 @FAST
@@ -639,10 +649,7 @@ def test_import_pulls_no_third_party_module() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code, str(MODULE.parent)], capture_output=True, text=True, check=True
     ).stdout.split()
-    foreign = [
-        name
-        for name in out
-        if name.split(".")[0] not in sys.stdlib_module_names and name not in {"imagegate._errors", "imagegate._reference"}
-    ]
+    ours = {"imagegate._errors", "imagegate._reference"}
+    foreign = [name for name in out if name.split(".")[0] not in sys.stdlib_module_names and name not in ours]
     assert foreign == []
     assert "imagegate._reference" in out
