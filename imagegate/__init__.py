@@ -28,6 +28,7 @@ from imagegate._errors import (
     UnsupportedManifest,
 )
 from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform
+from imagegate._lockfile import LOCK_FILE, LockEntry, LockFile, LockFileError, find_lock_file
 from imagegate._policy import Backend, Mode, Policy, Waiver
 from imagegate._reference import Reference, ReferenceKind, TagClass, TagRules, parse_digest, parse_reference
 from imagegate._report import CheckResult, Finding, Outcome, Report, Status
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_PLATFORM",
+    "LOCK_FILE",
     "AuthenticationError",
     "Backend",
     "CheckFailed",
@@ -54,6 +56,9 @@ __all__ = [
     "ImagegateError",
     "InsecureRegistry",
     "InvalidReference",
+    "LockEntry",
+    "LockFile",
+    "LockFileError",
     "ManifestUnknown",
     "Mode",
     "Outcome",
@@ -75,6 +80,7 @@ __all__ = [
     "check",
     "enforce",
     "evaluate",
+    "find_lock_file",
     "inspect",
     "is_root_user",
     "parse_digest",

@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "_policy": {"_errors", "_facts", "_reference"},
     "_checks": {"_facts", "_policy", "_reference", "_report"},
     "_auth": {"_errors"},
+    "_lockfile": {"_errors", "_reference"},
     "_registry": {"_auth", "_errors", "_facts", "_reference", "httpx"},
     "_api": {"_checks", "_errors", "_facts", "_policy", "_reference", "_report", "_registry"},
     "cli": {"imagegate", "_api", "_errors", "_policy", "_registry"},
