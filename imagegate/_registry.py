@@ -21,6 +21,7 @@ host may not have, and it neither verifies digests nor exposes the config.
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import json
 import logging
@@ -399,14 +400,9 @@ class RegistryClient:
             return client
 
     def _ssl_context(self, host: str) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self._ca_file)
-        if self._ca_file:
-            context.load_default_certs()
         host_dir = self._certs_dir / host
-        if host_dir.is_dir():
-            for cert in sorted(host_dir.glob("*.crt")):
-                context.load_verify_locations(cafile=str(cert))
-        return context
+        extra = tuple(str(p) for p in sorted(host_dir.glob("*.crt"))) if host_dir.is_dir() else ()
+        return _ssl_context(self._ca_file, extra)
 
     def _plain_http_allowed(self, ref: Reference) -> bool:
         return ref.is_loopback or ref.registry.lower() in self._insecure
@@ -419,6 +415,13 @@ class RegistryClient:
         try:
             response = self._send_scheme(ref, scheme, method, path, accept=accept, limit=limit)
         except RegistryUnreachable as exc:
+            if _untrusted_certificate(exc):
+                raise RegistryUnreachable(
+                    f"the TLS certificate of {ref.registry} is not trusted ({exc.__cause__}); pass --ca-file PEM "
+                    f"(ca_file=...) or put the CA in /etc/docker/certs.d/{ref.registry}/ca.crt",
+                    registry=ref.registry,
+                    url=exc.url,
+                ) from exc
             if host in self._schemes or not self._plain_http_allowed(ref):
                 if _looks_like_plain_http(exc):
                     raise InsecureRegistry(
@@ -639,6 +642,19 @@ class RegistryClient:
 # -- pure helpers -----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=32)
+def _ssl_context(ca_file: str | None, extra_cas: tuple[str, ...]) -> ssl.SSLContext:
+    """A verifying context trusting the system CAs plus *ca_file* and *extra_cas*.
+
+    Cached: loading the system CA store costs ~30 ms, and contexts are safe to share.
+    """
+    context = ssl.create_default_context()
+    for cafile in (ca_file, *extra_cas):
+        if cafile:
+            context.load_verify_locations(cafile=cafile)
+    return context
+
+
 def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
@@ -709,6 +725,10 @@ def _retry_after_seconds(value: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    return "CERTIFICATE_VERIFY_FAILED" in repr(exc.__cause__ or exc).upper()
 
 
 def _looks_like_plain_http(exc: BaseException) -> bool:

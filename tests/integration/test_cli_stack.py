@@ -126,3 +126,9 @@ def test_auth_registry_through_docker_config_env(stack: Stack, tmp_path: Path) -
     assert digest in ok.stdout
     denied = run_cli("check", ref, "--ca-file", str(stack.auth_ca), env={"DOCKER_CONFIG": str(tmp_path / "none")})
     assert denied.returncode == 2 and "docker login" in denied.stderr and stack.auth_password not in denied.stderr
+
+
+def test_untrusted_tls_certificate_says_how_to_trust_it(stack: Stack) -> None:
+    result = run_cli("resolve", f"{stack.auth_registry}/anything:1.0.0")
+    assert result.returncode == 2
+    assert "not trusted" in result.stderr and "--ca-file" in result.stderr
