@@ -11,15 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 from imagegate._api import check, enforce, inspect, resolve, shared_client
 from imagegate._auth import Credentials, DockerConfig
+from imagegate._build import BuildResult, build_image
 from imagegate._checks import CheckInput, evaluate, is_root_user
 from imagegate._errors import (
     AuthenticationError,
+    BuildError,
     CheckFailed,
+    ContextError,
     CredentialError,
     DigestMismatch,
+    DockerfileError,
     ImagegateError,
     InsecureRegistry,
     InvalidReference,
+    LintFailed,
     ManifestUnknown,
     PlatformNotFound,
     PolicyError,
@@ -28,6 +33,7 @@ from imagegate._errors import (
     UnsupportedManifest,
 )
 from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform
+from imagegate._lint import LintFinding, LintReport, lint_dockerfile
 from imagegate._lockfile import LOCK_FILE, LockEntry, LockFile, LockFileError, find_lock_file
 from imagegate._policy import Backend, Mode, Policy, Waiver
 from imagegate._reference import Reference, ReferenceKind, TagClass, TagRules, parse_digest, parse_reference
@@ -43,19 +49,26 @@ __all__ = [
     "LOCK_FILE",
     "AuthenticationError",
     "Backend",
+    "BuildError",
+    "BuildResult",
     "CheckFailed",
     "CheckInput",
     "CheckResult",
+    "ContextError",
     "CredentialError",
     "Credentials",
     "Descriptor",
     "DigestMismatch",
     "DockerConfig",
+    "DockerfileError",
     "Finding",
     "ImageFacts",
     "ImagegateError",
     "InsecureRegistry",
     "InvalidReference",
+    "LintFailed",
+    "LintFinding",
+    "LintReport",
     "LockEntry",
     "LockFile",
     "LockFileError",
@@ -77,12 +90,14 @@ __all__ = [
     "TagRules",
     "UnsupportedManifest",
     "Waiver",
+    "build_image",
     "check",
     "enforce",
     "evaluate",
     "find_lock_file",
     "inspect",
     "is_root_user",
+    "lint_dockerfile",
     "parse_digest",
     "parse_reference",
     "resolve",

@@ -15,7 +15,11 @@ to match on message text::
     │   ├── DigestMismatch        bytes received do not hash to the digest asked for
     │   ├── UnsupportedManifest   a media type we cannot read (e.g. schema 1)
     │   └── PlatformNotFound      the index has no manifest for the platform asked for
-    └── CheckFailed               a check failed under ``enforce``; carries the report
+    ├── CheckFailed               a check failed under ``enforce``; carries the report
+    ├── ContextError              a build context that cannot be sent (also a ValueError)
+    ├── DockerfileError           a Dockerfile that cannot be parsed; carries the line
+    ├── LintFailed                lint errors blocked a build under ``checks.lint = "enforce"``
+    └── BuildError                the engine failed to build or push; carries the log
 
 Secrets never appear in messages: URLs are redacted with :func:`redact_url` and
 credentials are never formatted.
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
+    from imagegate._lint import LintReport
     from imagegate._report import Report
 
 
@@ -179,3 +184,42 @@ class CheckFailed(ImagegateError):
         self.report = report
         failed = ", ".join(r.check for r in report.failures)
         super().__init__(f"image {report.reference} refused by checks: {failed}\n{report.render_text()}")
+
+
+class ContextError(ImagegateError, ValueError):
+    """A build context (or a file in it) that cannot be read, hashed or sent."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class DockerfileError(ImagegateError, ValueError):
+    """A Dockerfile that is missing or does not parse; ``line`` is 1-based (0: the whole file)."""
+
+    def __init__(self, message: str, *, path: str, line: int = 0) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {message}")
+
+
+class LintFailed(ImagegateError):
+    """The Dockerfile has lint errors and the policy's ``lint`` mode is ``enforce``; nothing was built."""
+
+    def __init__(self, report: LintReport) -> None:
+        self.report = report
+        super().__init__(
+            f"{report.dockerfile}: lint errors block the build "
+            '(set checks.lint = "warn" in the policy to build anyway)\n' + report.render_text()
+        )
+
+
+class BuildError(ImagegateError):
+    """The engine failed to build, tag or push the image; ``log`` holds its output."""
+
+    def __init__(self, message: str, *, log: Sequence[str] = (), stage: str = "build") -> None:
+        self.log = tuple(log)
+        self.stage = stage
+        tail = "\n".join(self.log[-15:])
+        super().__init__(f"{message}\n{tail}" if tail else message)

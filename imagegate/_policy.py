@@ -14,6 +14,7 @@ Defaults live here and only here. A policy comes from a TOML file of its own
     [checks]                              # [tool.imagegate.checks] in pyproject.toml
     pinned = "enforce"                    # enforce | warn | off
     non-root = "warn"
+    lint = "enforce"                      # builds: lint errors block the build (warn: report, build anyway)
 
     [[waivers]]
     reference = "registry.example.com/vendor/*"
@@ -38,7 +39,7 @@ from imagegate._errors import PolicyError
 from imagegate._facts import DEFAULT_PLATFORM, Platform
 from imagegate._reference import Reference, TagRules
 
-CHECK_IDS = ("registry", "pinned", "non-root")
+CHECK_IDS = ("registry", "pinned", "non-root", "lint")  # lint: whether Dockerfile lint errors block a build
 POLICY_FILE = "imagegate.toml"
 
 

@@ -205,12 +205,16 @@ class RegistryClient:
 
     # -- public API -----------------------------------------------------------------
 
-    def resolve(self, ref: Reference) -> Descriptor:
-        """The digest *ref* points at now (one HEAD; the index digest for an index)."""
+    def resolve(self, ref: Reference, *, fresh: bool = False) -> Descriptor:
+        """The digest *ref* points at (one HEAD; the index digest for an index).
+
+        A tag's answer may come from the cache (``tag_ttl``); ``fresh=True`` always
+        asks the registry, e.g. to see a base image tag that just moved.
+        """
         if ref.digest is not None:
             key = (ref.registry, ref.repository, ref.digest)
             return self._flight.do(("head",) + key, lambda: self._head(ref, ref.digest))  # type: ignore[arg-type]
-        return self._resolve_tag(ref)
+        return self._resolve_tag(ref, fresh=fresh)
 
     def inspect(self, ref: Reference, platform: Platform | None = None) -> ImageFacts:
         """Pin *ref* and read the config of its *platform* image (default linux/amd64)."""
@@ -266,10 +270,10 @@ class RegistryClient:
         with self._lock:
             self._tags[self._tag_key(ref)] = (descriptor, time.monotonic() + self._tag_ttl)
 
-    def _resolve_tag(self, ref: Reference) -> Descriptor:
-        fresh = self._fresh_tag(ref)
-        if fresh is not None:
-            return fresh
+    def _resolve_tag(self, ref: Reference, *, fresh: bool = False) -> Descriptor:
+        cached = None if fresh else self._fresh_tag(ref)
+        if cached is not None:
+            return cached
         key = ("head",) + self._tag_key(ref)
         descriptor = self._flight.do(key, lambda: self._head(ref, ref.tag or "latest"))
         self._remember_tag(ref, descriptor)

@@ -1,4 +1,4 @@
-"""The ``imagegate`` command line: ``resolve`` and ``check``.
+"""The ``imagegate`` command line: ``resolve``, ``check``, ``build`` and ``lint``.
 
 Exit status: 0 passed (warnings allowed), 1 a check failed under enforce,
 2 usage, reference, policy or registry errors. With ``--json`` the answer (or
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from imagegate import __version__
 from imagegate._api import check, resolve
-from imagegate._errors import ImagegateError, RegistryError
+from imagegate._errors import ImagegateError, LintFailed, RegistryError
 from imagegate._policy import Backend, Policy, merge_insecure
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -52,7 +54,113 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="policy file (imagegate.toml or pyproject.toml); default: the nearest one from the current directory",
     )
+    _build_parsers(commands)
     return parser
+
+
+def _build_parsers(commands: Any) -> None:
+    bld = commands.add_parser("build", help="build CONTEXT into REPO:TAG (content tag) unless it exists; print REPO:TAG@sha256:…")
+    bld.add_argument("context", metavar="CONTEXT", help="the build context directory")
+    bld.add_argument("-f", "--file", metavar="DOCKERFILE", help="Dockerfile (relative to the current directory, like docker build; default CONTEXT/Dockerfile)")
+    bld.add_argument("--repository", required=True, metavar="REPO", help="where to push, e.g. registry.example.com/team/etl (no tag)")
+    bld.add_argument("--target", metavar="STAGE", help="build this stage of a multi-stage Dockerfile")
+    bld.add_argument("--build-arg", action="append", default=[], metavar="K=V", help="a build argument; repeatable (counts in the tag)")
+    bld.add_argument("--platform", metavar="OS/ARCH", help="target platform (counts in the tag)")
+    bld.add_argument("--tag-policy", choices=["content", "git", "both"], default="content", help="how the tag is made (default content)")
+    bld.add_argument("--lock", metavar="FILE", help="write the pinned reference to this lock file (with --name)")
+    bld.add_argument("--name", metavar="NAME", help="the image's name in the lock file")
+    bld.add_argument("--policy", metavar="FILE", help="policy file; its checks.lint mode decides whether lint errors block the build")
+    bld.add_argument("--max-context-size", metavar="SIZE", help="refuse a context larger than this (e.g. 500MB; default $IMAGEGATE_MAX_CONTEXT_SIZE)")
+    bld.add_argument("--no-cache", action="store_true", help="hash every file (ignore the stat cache)")
+    bld.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    bld.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]", help="allow plain http for this registry; repeatable")
+    bld.add_argument("--ca-file", metavar="PEM", help="extra CA certificates to trust for registry TLS")
+    lnt = commands.add_parser("lint", help="check a Dockerfile against the checklist (IG001-IG009) and hadolint; exit 1 on errors")
+    lnt.add_argument("path", metavar="PATH", nargs="?", default=".", help="a build context directory or a Dockerfile (default .)")
+    lnt.add_argument("--build-arg", action="append", default=[], metavar="K=V", help="a build argument used in FROM; repeatable")
+    lnt.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _build_args(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--build-arg {pair!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+class UsageError(ImagegateError, ValueError):
+    """A command-line option that cannot be used."""
+
+
+def _printer(stream: Any = None) -> Callable[[str], None]:
+    """Progress for people on stderr: a live line on a terminal, plain lines otherwise."""
+    out = stream or sys.stderr
+    live = out.isatty()
+    state = {"transient": False}
+
+    def emit(line: str) -> None:
+        if line.startswith("\r"):
+            if live:
+                out.write("\r\x1b[K" + line[1:][: shutil.get_terminal_size().columns - 1])
+                out.flush()
+                state["transient"] = True
+            return
+        if state["transient"]:
+            out.write("\r\x1b[K")
+            state["transient"] = False
+        out.write(line + "\n")
+        out.flush()
+
+    return emit
+
+
+def _build(args: argparse.Namespace) -> int:
+    from imagegate._build import build_image
+    from imagegate._context import parse_size
+
+    if (args.lock is None) != (args.name is None):
+        raise UsageError("--lock FILE and --name NAME go together")
+    policy = Policy.load(args.policy) if args.policy else Policy.discover(args.context)
+    insecure = merge_insecure(policy, args.insecure_registry)
+    dockerfile = str(Path(args.file).resolve()) if args.file else None
+    try:
+        limit = parse_size(args.max_context_size) if args.max_context_size else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with _client(insecure, args.ca_file) as client:
+        result = build_image(
+            args.context,
+            repository=args.repository,
+            dockerfile=dockerfile,
+            target=args.target,
+            build_args=_build_args(args.build_arg),
+            platform=args.platform,
+            tag_policy=args.tag_policy,
+            policy=policy,
+            progress=_printer(),
+            client=client,
+            lock=args.lock,
+            name=args.name,
+            max_context_size=limit,
+            use_cache=not args.no_cache,
+        )
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.pinned.familiar)
+    return EXIT_OK
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from imagegate._lint import lint_dockerfile
+
+    path = Path(args.path)
+    if path.is_file():
+        report = lint_dockerfile(path.parent, dockerfile=path.name, build_args=_build_args(args.build_arg))
+    else:
+        report = lint_dockerfile(path, build_args=_build_args(args.build_arg))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render_text())
+    return EXIT_OK if report.passed else EXIT_FAILED
 
 
 def _client(insecure: Sequence[str], ca_file: str | None) -> Any:
@@ -65,6 +173,11 @@ def _error_json(exc: ImagegateError) -> dict[str, Any]:
     data: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
     if isinstance(exc, RegistryError):
         data.update(registry=exc.registry, url=exc.url, status=exc.status, codes=list(exc.codes), temporary=exc.temporary)
+    for attribute in ("path", "line", "stage"):
+        if hasattr(exc, attribute):
+            data[attribute] = getattr(exc, attribute)
+    if isinstance(exc, LintFailed):
+        data["lint"] = exc.report.to_dict()
     return {"error": data}
 
 
@@ -73,7 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "resolve":
             return _resolve(args)
+        if args.command == "build":
+            return _build(args)
+        if args.command == "lint":
+            return _lint(args)
         return _check(args)
+    except LintFailed as exc:
+        if args.json:
+            print(json.dumps(_error_json(exc), indent=2))
+        print(f"imagegate: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except ImagegateError as exc:
         if args.json:
             print(json.dumps(_error_json(exc), indent=2))

@@ -11,7 +11,7 @@ CORE = Path(__file__).resolve().parents[2] / "imagegate"
 
 # module -> the imagegate modules and third-party packages it may import
 ALLOWED: dict[str, set[str]] = {
-    "_errors": {"_report"},  # type-checking only
+    "_errors": {"_report", "_lint"},  # type-checking only
     "_reference": {"_errors"},
     "_facts": {"_errors", "_reference"},
     "_report": set(),
@@ -21,7 +21,11 @@ ALLOWED: dict[str, set[str]] = {
     "_lockfile": {"_errors", "_reference"},
     "_registry": {"_auth", "_errors", "_facts", "_reference", "httpx"},
     "_api": {"_checks", "_errors", "_facts", "_policy", "_reference", "_report", "_registry"},
-    "cli": {"imagegate", "_api", "_errors", "_policy", "_registry"},
+    "_context": {"_errors"},
+    "_dockerfile": {"_errors"},
+    "_lint": {"_context", "_dockerfile", "_errors", "_reference"},
+    "_build": {"_api", "_context", "_dockerfile", "_errors", "_lint", "_lockfile", "_policy", "_reference", "_registry", "docker"},
+    "cli": {"imagegate", "_api", "_build", "_context", "_errors", "_lint", "_policy", "_registry"},
 }
 
 

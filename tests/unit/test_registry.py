@@ -307,3 +307,15 @@ def test_plain_http_needs_an_explicit_insecure_registry() -> None:
     allowed = RegistryClient(transport=_PlainHttpOnly(registry), docker_config=DockerConfig({}), insecure_registries=["plain.test"])
     assert allowed.inspect(ref).user == "1000"
     assert all(r.method in ("GET", "HEAD") for r in registry.requests)
+
+
+def test_fresh_resolve_skips_the_tag_cache(registry: FakeRegistry) -> None:
+    first = registry.put_image("team/base", make_image(user="1"), tag="1.0")
+    second = registry.put_image("team/base", make_image(user="2"))
+    client = client_for(registry)  # tag_ttl 30 s
+    ref = parse_reference("registry.test/team/base:1.0")
+    assert client.resolve(ref).digest == first
+    registry.move_tag("team/base", "1.0", second)
+    assert client.resolve(ref).digest == first  # cached answer
+    assert client.resolve(ref, fresh=True).digest == second
+    assert client.resolve(ref).digest == second  # and the cache learnt it
