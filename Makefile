@@ -17,4 +17,4 @@ stack-down:      ## stop what stack-up started
 	.venv/bin/python scripts/stack.py down
 
 bench:           ## benchmarks (figures go in README.md)
-	scripts/env.sh dev && .venv/bin/python scripts/stack.py up && .venv/bin/python benchmarks/bench_check.py
+	scripts/env.sh dev && .venv/bin/python scripts/stack.py up && .venv/bin/python benchmarks/bench_check.py && .venv/bin/python benchmarks/bench_build.py
