@@ -1,0 +1,64 @@
+"""Dagster integration: pinned, checked container assets.
+
+- :class:`ImagegateResource` — registry, policy, lock-file and build settings; ``preflight()``.
+- :class:`ImagegateDockerClient` — ``PipesDockerClient`` that gates, then launches by digest, hardened.
+- :class:`ImagegateK8sClient` — ``PipesK8sClient`` with the restricted security context
+  (loaded on first use: ``import dagster_integration`` does not import dagster-k8s).
+- :func:`image_check_specs` — the ``image_pinned`` / ``image_non_root`` / ``dockerfile_lint``
+  asset checks to declare on an asset.
+- :class:`ContainerAssetComponent` — the ``dg`` component (``dagster_integration.components``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dagster_integration._asset_checks import (
+    CHECK_NAMES,
+    DOCKERFILE_LINT,
+    IMAGE_NON_ROOT,
+    IMAGE_PINNED,
+    image_check_specs,
+)
+from dagster_integration._docker import ImagegateDockerClient, wait_for_removals
+from dagster_integration._errors import BuildRefused, ImagegateDagsterError, ImageRefused
+from dagster_integration._invocation import ImagegateInvocation
+from dagster_integration._resource import ImagegateResource, Preflight, report_metadata
+from dagster_integration._security import docker_hardening, restricted_pod_spec
+
+if TYPE_CHECKING:
+    from dagster_integration._k8s import ImagegateK8sClient
+    from dagster_integration.components import ContainerAssetComponent
+
+__all__ = [
+    "CHECK_NAMES",
+    "DOCKERFILE_LINT",
+    "IMAGE_NON_ROOT",
+    "IMAGE_PINNED",
+    "BuildRefused",
+    "ContainerAssetComponent",
+    "ImageRefused",
+    "ImagegateDagsterError",
+    "ImagegateDockerClient",
+    "ImagegateInvocation",
+    "ImagegateK8sClient",
+    "ImagegateResource",
+    "Preflight",
+    "docker_hardening",
+    "image_check_specs",
+    "report_metadata",
+    "restricted_pod_spec",
+    "wait_for_removals",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ImagegateK8sClient":
+        from dagster_integration._k8s import ImagegateK8sClient
+
+        return ImagegateK8sClient
+    if name == "ContainerAssetComponent":
+        from dagster_integration.components import ContainerAssetComponent
+
+        return ContainerAssetComponent
+    raise AttributeError(f"module 'dagster_integration' has no attribute {name!r}")

@@ -1,0 +1,195 @@
+"""``ImagegateDockerClient``: dagster-docker's ``PipesDockerClient`` behind the gate.
+
+``run()`` resolves (or builds) and checks the image first; a refused image raises
+:class:`ImageRefused` before any Docker call. Otherwise the container is created
+from ``registry/repository@sha256:…`` with ``no-new-privileges`` and every
+capability dropped, run to completion through the parent's Pipes session, and
+removed. The invocation's results carry the pinned reference, the report and
+the last lines of the job's output in their metadata.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import dagster as dg
+from dagster_docker import PipesDockerClient
+from dagster_docker.pipes import PipesDockerLogsMessageReader
+from dagster_pipes import PipesExtras
+
+from dagster_integration._invocation import ImagegateInvocation
+from dagster_integration._resource import ImagegateResource
+from dagster_integration._security import docker_hardening
+
+RUN_LABEL = "io.imagegate.launch"  # one id per launch, to find and remove exactly that container
+PINNED_LABEL = "io.imagegate.pinned"
+OUTPUT_LINES = 20
+
+
+class TailingDockerLogsReader(PipesDockerLogsMessageReader):
+    """dagster-docker's log reader that also keeps the job's last output lines.
+
+    Jobs without ``dagster-pipes`` inside (like the example) still get their
+    stdout/stderr forwarded to the step's logs; the tail also goes into metadata.
+    One reader belongs to one client, which runs one container at a time (as
+    Dagster's executors call it: one step per process or thread).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
+
+    def consume_docker_logs(self, container: Any) -> None:
+        self.tail.clear()
+        original = container.logs
+
+        def logs(**kwargs: Any) -> Any:
+            for chunk in original(**kwargs):
+                text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else str(chunk)
+                for line in text.splitlines():
+                    if line and "__dagster_pipes_version" not in line:
+                        self.tail.append(line)
+                yield chunk
+
+        container.logs = logs
+        try:
+            super().consume_docker_logs(container)
+        finally:
+            container.logs = original
+
+
+class ImagegateDockerClient(PipesDockerClient):
+    """A ``PipesDockerClient`` that launches only checked, digest-pinned, hardened containers.
+
+    Args:
+        imagegate: the settings (policy, lock file, build repository); default: discovered policy.
+        env, registry, context_injector: as for ``PipesDockerClient``.
+        remove: remove the container after it exits, in the background (default True; the
+            parent leaves it). ``wait_for_removals()`` blocks until pending removals finish.
+    """
+
+    def __init__(
+        self,
+        imagegate: ImagegateResource | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        registry: Mapping[str, str] | None = None,
+        context_injector: Any = None,
+        remove: bool = True,
+    ) -> None:
+        super().__init__(env=env, registry=registry, context_injector=context_injector, message_reader=TailingDockerLogsReader())
+        self.imagegate = imagegate or ImagegateResource()
+        self.remove = remove
+
+    def run(  # type: ignore[override]
+        self,
+        *,
+        context: dg.OpExecutionContext | dg.AssetExecutionContext,
+        image: str | None = None,
+        lock_name: str | None = None,
+        job_directory: str | Path | None = None,
+        command: str | Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        extras: PipesExtras | None = None,
+        registry: Mapping[str, str] | None = None,
+        container_kwargs: Mapping[str, Any] | None = None,
+        build_args: Mapping[str, str] | None = None,
+        dockerfile: str | None = None,
+    ) -> ImagegateInvocation:
+        """Gate, then run the container to completion.
+
+        Name the image by exactly one of *image* (a reference), *lock_name* (an
+        entry of the resource's lock file) or *job_directory* (built and pushed).
+        *user* overrides the image's ``USER`` (it is checked, too).
+
+        Raises:
+            ImageRefused: a check failed under enforce; no container was created.
+            BuildRefused: lint errors refused the job directory's build; nothing was built or created.
+            DagsterPipesError: the container exited non-zero (from dagster-docker).
+        """
+        kwargs = docker_hardening(container_kwargs)  # bad kwargs fail before the registry is asked
+        gate = self.imagegate.preflight(
+            context, image=image, lock_name=lock_name, job_directory=job_directory, dockerfile=dockerfile,
+            build_args=build_args, backend="docker", user=user,
+        )
+        launch_id = uuid.uuid4().hex
+        kwargs["labels"] = {**dict(kwargs.get("labels") or {}), RUN_LABEL: launch_id, PINNED_LABEL: gate.report.pinned or ""}
+        if user:
+            kwargs["user"] = user
+        try:
+            try:
+                inner = super().run(
+                    context=context,
+                    image=gate.launch,
+                    extras=extras,
+                    command=command,
+                    env=env,
+                    registry=registry,
+                    container_kwargs=kwargs,
+                )
+            except BaseException:
+                gate.log_checks(context)  # the step fails: record the checks now
+                raise
+        finally:
+            if self.remove:
+                _remove_in_background(launch_id)
+        return ImagegateInvocation(inner, gate, self._output_tail())
+
+    def _output_tail(self) -> list[str]:
+        reader = self.message_reader
+        return list(reader.tail) if isinstance(reader, TailingDockerLogsReader) else []
+
+
+_removals: set[threading.Thread] = set()
+_removals_lock = threading.Lock()
+
+
+def _remove_in_background(launch_id: str) -> None:
+    """Remove the exited container off the step's critical path (``docker rm`` takes ~0.1 s).
+
+    The process waits for pending removals when it exits (``atexit``); a process
+    killed first leaves a stopped container labelled ``io.imagegate.launch``.
+    """
+    thread = threading.Thread(target=_remove_containers, args=(launch_id,), name=f"imagegate-rm-{launch_id[:8]}", daemon=True)
+    with _removals_lock:
+        _removals.add(thread)
+    thread.start()
+
+
+def wait_for_removals(timeout: float = 30.0) -> None:
+    """Block until the containers of finished launches are removed (tests, process exit)."""
+    with _removals_lock:
+        pending = list(_removals)
+    deadline = time.monotonic() + timeout
+    for thread in pending:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(wait_for_removals)
+
+
+def _remove_containers(launch_id: str) -> None:
+    import docker
+    import docker.errors
+
+    client = docker.from_env()
+    try:
+        for container in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={launch_id}"}):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass  # removed by someone else meanwhile
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: a removal is already in progress
+                    raise
+    finally:
+        client.close()
+        with _removals_lock:
+            _removals.discard(threading.current_thread())

@@ -1,0 +1,122 @@
+"""The ``dg`` component for container assets (registered as ``dagster_dg_cli.registry_modules``).
+
+``defs.yaml``::
+
+    type: dagster_integration.components.ContainerAssetComponent
+    attributes:
+      asset_key: wordcount
+      image: "{{ env.WORDCOUNT_IMAGE }}"     # or lock_name: wordcount, or job_directory: ../jobs/wordcount
+                                             # (+ repository, build_args, dockerfile)
+      command: ["/app/job.py"]
+      checks: [image_pinned, image_non_root]
+      policy_file: imagegate.toml
+
+The spec is validated when definitions load: unknown keys are errors naming their
+path (``attributes.imagee``), exactly one image source must be given, the image
+reference must parse, and check names and the backend must be known. Nothing is
+resolved or launched until the asset is materialized.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the asset functions' annotations
+# (the context type, resources) at definition time.
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import dagster as dg
+import imagegate
+from pydantic import model_validator
+
+from dagster_integration._asset_checks import CHECK_NAMES, image_check_specs
+from dagster_integration._resource import ImagegateResource
+
+CheckName = Literal["image_pinned", "image_non_root", "dockerfile_lint"]
+
+class ContainerAssetComponent(dg.Component, dg.Model, dg.Resolvable):
+    """One asset that runs a container from a checked, digest-pinned image (Docker or Kubernetes)."""
+
+    asset_key: str
+    image: Optional[str] = None
+    lock_name: Optional[str] = None
+    job_directory: Optional[str] = None
+    dockerfile: Optional[str] = None
+    build_args: dict[str, str] = {}
+    command: Optional[list[str]] = None
+    env: dict[str, str] = {}
+    user: Optional[str] = None
+    backend: Literal["docker", "kubernetes"] = "docker"
+    namespace: Optional[str] = None
+    checks: list[CheckName] = ["image_pinned", "image_non_root"]
+    blocking_checks: bool = False
+    description: Optional[str] = None
+    group_name: Optional[str] = None
+    deps: list[str] = []
+    policy_file: Optional[str] = None
+    check_modes: dict[str, Literal["enforce", "warn", "off"]] = {}
+    lock_file: Optional[str] = None
+    repository: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _validate(self) -> "ContainerAssetComponent":
+        given = [n for n in ("image", "lock_name", "job_directory") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError(f"name exactly one of image, lock_name, job_directory (got {', '.join(given) or 'none'})")
+        if self.image and "{{" not in self.image:
+            imagegate.parse_reference(self.image)  # InvalidReference names the reference and the problem
+        if self.job_directory and not self.repository:
+            raise ValueError("job_directory needs repository (where the built image is pushed)")
+        for check in self.check_modes:
+            if check.replace("_", "-") not in ("registry", "pinned", "non-root", "lint"):
+                raise ValueError(f"check_modes: unknown check {check!r}; known: registry, pinned, non-root, lint")
+        unknown = sorted(set(self.checks) - set(CHECK_NAMES))
+        if unknown:  # pragma: no cover - the Literal already refuses them
+            raise ValueError(f"unknown checks {unknown}")
+        return self
+
+    def _resource(self, base: Path | None) -> ImagegateResource:
+        def rel(value: str | None) -> str | None:
+            return str((base / value).resolve()) if value and base and not Path(value).is_absolute() else value
+
+        return ImagegateResource(
+            policy_file=rel(self.policy_file),
+            check_modes=dict(self.check_modes),
+            lock_file=rel(self.lock_file),
+            repository=self.repository,
+            build_args=dict(self.build_args),
+        )
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        base = Path(context.path) if getattr(context, "path", None) else None
+        gate = self._resource(base)
+        job_directory = self.job_directory
+        if job_directory and base and not Path(job_directory).is_absolute():
+            job_directory = str((base / job_directory).resolve())
+        spec = self
+        key = dg.AssetKey.from_user_string(self.asset_key)
+
+        @dg.asset(
+            key=key,
+            description=self.description or f"container asset gated by imagegate ({self.backend})",
+            group_name=self.group_name,
+            deps=[dg.AssetKey.from_user_string(d) for d in self.deps],
+            check_specs=image_check_specs(key, spec.checks, blocking=spec.blocking_checks),
+            kinds={"docker" if spec.backend == "docker" else "kubernetes"},
+        )
+        def _container_asset(context: dg.AssetExecutionContext):  # noqa: ANN202 (dagster reads annotations)
+            return spec._run(context, gate, job_directory)
+
+        return dg.Definitions(assets=[_container_asset])
+
+    def _run(self, context: dg.AssetExecutionContext, gate: ImagegateResource, job_directory: str | None) -> Any:
+        source: dict[str, Any] = {"image": self.image, "lock_name": self.lock_name, "job_directory": job_directory}
+        if job_directory:
+            source["dockerfile"] = self.dockerfile
+        if self.backend == "kubernetes":
+            from dagster_integration._k8s import ImagegateK8sClient
+
+            k8s = ImagegateK8sClient(gate)
+            return k8s.run(context=context, command=self.command, env=self.env, user=self.user, namespace=self.namespace, **source).get_materialize_result()
+        from dagster_integration._docker import ImagegateDockerClient
+
+        docker = ImagegateDockerClient(gate)
+        return docker.run(context=context, command=self.command, env=self.env, user=self.user, **source).get_materialize_result()

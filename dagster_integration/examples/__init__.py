@@ -1,0 +1,1 @@
+"""Example Dagster definitions (see ``dagster_integration.examples.wordcount``)."""

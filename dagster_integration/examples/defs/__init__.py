@@ -1,0 +1,1 @@
+"""The example's component folder: each subfolder holds a ``defs.yaml``."""
