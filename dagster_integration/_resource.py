@@ -105,7 +105,7 @@ class ImagegateResource(dg.ConfigurableResource):
     allowed_registries: Optional[list[str]] = Field(default=None, description="override the policy's allowed registries (globs)")
     insecure_registries: list[str] = Field(default_factory=list, description="extra plain-http registries (loopback needs none)")
     platform: Optional[str] = Field(default=None, description="os/arch to check and launch, e.g. linux/amd64; default: the policy's")
-    lock_file: Optional[str] = Field(default=None, description="imagegate.lock to read `lock_name` entries from; default: the nearest imagegate.lock")
+    lock_file: Optional[str] = Field(default=None, description="imagegate.lock.json to read `lock_name` entries from; default: the nearest imagegate.lock.json")
     repository: Optional[str] = Field(default=None, description="where job-directory builds are pushed, e.g. registry.example.com/team/etl")
     tag_policy: str = Field(default="content", description="tag for job-directory builds (see imagegate.build_image)")
     build_args: dict[str, str] = Field(default_factory=dict, description="--build-arg values for job-directory builds, e.g. {'BASE': 'repo@sha256:…'}")
@@ -198,7 +198,7 @@ class ImagegateResource(dg.ConfigurableResource):
         if path is None:
             raise ImagegateDagsterError(
                 f"lock_name={name!r} needs a lock file: set lock_file= on the resource, or run "
-                "`imagegate build` to write imagegate.lock",
+                "`imagegate build` to write imagegate.lock.json",
                 setting="lock_file",
             )
         return imagegate.LockFile.load(path).get(name)

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/env.sh dev
+scripts/env.sh dev airflow dagster
 was_up=1
 .venv/bin/python scripts/stack.py status >/dev/null 2>&1 || was_up=0
 .venv/bin/python scripts/stack.py up
