@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # The README's second command (`make test`): installs what the tests need, starts the local stack
-# (Docker Engine, two registries, base images), runs the whole suite, and stops what it started.
-# Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`.
+# (Docker Engine, two registries, base images) and the local Kubernetes cluster, runs the whole suite,
+# and stops what it started. Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`.
+# IMAGEGATE_KEEP_STACK=1 leaves the stack and cluster running afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/env.sh dev airflow dagster
-was_up=1
-.venv/bin/python scripts/stack.py status >/dev/null 2>&1 || was_up=0
-.venv/bin/python scripts/stack.py up
-if [ "$was_up" = 0 ] && [ -z "${IMAGEGATE_KEEP_STACK:-}" ]; then
-    trap '.venv/bin/python scripts/stack.py down >/dev/null || true' EXIT
-fi
+py=.venv/bin/python
+stack_was_up=1; $py scripts/stack.py status >/dev/null 2>&1 || stack_was_up=0
+k8s_was_up=1; $py scripts/k8s.py status >/dev/null 2>&1 || k8s_was_up=0
+cleanup() {
+    [ -n "${IMAGEGATE_KEEP_STACK:-}" ] && return
+    [ "$k8s_was_up" = 0 ] && { $py scripts/k8s.py down >/dev/null 2>&1 || true; }
+    [ "$stack_was_up" = 0 ] && { $py scripts/stack.py down >/dev/null 2>&1 || true; }
+    return 0
+}
+trap cleanup EXIT
+$py scripts/stack.py up
+$py scripts/k8s.py up
 # shellcheck disable=SC1091
 source "${IMAGEGATE_STACK_DIR:-/tmp/imagegate-stack}/stack.env"
-.venv/bin/python -m pytest "$@"
+eval "$($py scripts/k8s.py env)"
+$py -m pytest "$@"
