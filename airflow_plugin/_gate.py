@@ -1,0 +1,203 @@
+"""What every imagegate operator does before launching: find the image, check it, pin it.
+
+No provider is imported here, so the Docker path never loads the Kubernetes
+provider (and vice versa). Data flows one way::
+
+    image= | lock_name= | job_dir=  ->  reference  ->  imagegate.check()  ->  Report
+                                                     -> launch reference ``REPO@sha256:…``
+
+Errors are ``AirflowException`` subclasses carrying data (the report, the option).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from airflow.exceptions import AirflowException
+
+import imagegate
+
+if TYPE_CHECKING:
+    from imagegate import Policy, Report
+
+XCOM_KEY = "imagegate"  # {"pinned": REPO:TAG@sha256:…, "launched": {...} | None, "report": {...}}
+
+
+class ImageRefused(AirflowException):
+    """A check failed under ``enforce``: nothing was launched. ``.report`` holds every result."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        failed = ", ".join(f"{r.check}: {r.message}" for r in report.failures)
+        super().__init__(f"imagegate refused {report.reference} before launching anything ({failed})\n{report.render_text()}")
+
+
+class ImageSourceError(AirflowException, ValueError):
+    """The operator was not given exactly one of ``image``, ``lock_name`` or ``job_dir``, or one is unusable."""
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        self.option = option
+        super().__init__(message)
+
+
+class LaunchMismatch(AirflowException):
+    """The engine created a container from an image other than the checked one (it was removed, never started)."""
+
+    def __init__(self, expected: tuple[str, ...], actual: str, container: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        self.container = container
+        super().__init__(
+            f"container {container[:12]} was created from image {actual}, not the checked image "
+            f"({' / '.join(expected)}); it was removed without starting"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSource:
+    """Where the image comes from: exactly one of a reference, a lock-file name, or a job directory."""
+
+    image: str | None = None
+    lock_name: str | None = None
+    job_dir: str | None = None
+
+    def validate(self) -> None:
+        given = [name for name in ("image", "lock_name", "job_dir") if getattr(self, name)]
+        if len(given) != 1:
+            shown = ", ".join(given) or "none of them"
+            raise ImageSourceError(
+                f"give exactly one of image=, lock_name= or job_dir= (got {shown}); e.g. "
+                "image='registry.example.com/team/etl:1.4.2' or lock_name='etl'",
+                option=given[1] if len(given) > 1 else "image",
+            )
+
+
+def dag_folder(operator: Any) -> Path:
+    """The directory of the DAG file that defines *operator* (lock files and policies are found from here)."""
+    dag = getattr(operator, "dag", None) if getattr(operator, "has_dag", lambda: True)() else None
+    fileloc = getattr(dag, "fileloc", None) if dag is not None else None
+    return Path(fileloc).resolve().parent if fileloc else Path.cwd()
+
+
+def load_policy(policy: Policy | str | os.PathLike[str] | None, start: Path) -> Policy:
+    """A Policy object as given, a policy file path, or the nearest policy from *start* upwards."""
+    if isinstance(policy, imagegate.Policy):
+        return policy
+    if policy:
+        path = Path(policy)
+        return imagegate.Policy.load(path if path.is_absolute() else start / path)
+    return imagegate.Policy.discover(start)
+
+
+def lock_reference(name: str, lock_file: str | os.PathLike[str] | None, start: Path) -> str:
+    """The pinned reference locked under *name* (the lock file given, ``$IMAGEGATE_LOCK_FILE``, or the nearest)."""
+    path = lock_file or os.environ.get("IMAGEGATE_LOCK_FILE") or imagegate.find_lock_file(start)
+    if not path:
+        raise ImageSourceError(
+            f"lock_name={name!r} needs a lock file: none named {imagegate.LOCK_FILE} in {start} or its parents; "
+            "pass lock_file= or set IMAGEGATE_LOCK_FILE",
+            option="lock_name",
+        )
+    path = Path(path)
+    return str(imagegate.LockFile.load(path if path.is_absolute() else start / path).get(name))
+
+
+def build_reference(
+    job_dir: str,
+    start: Path,
+    *,
+    repository: str | None,
+    build_options: Mapping[str, Any] | None,
+    policy: Policy,
+    log: logging.Logger,
+) -> str:
+    """Build (or find, when up to date) the image of *job_dir* and return its pinned reference."""
+    if not repository:
+        raise ImageSourceError(
+            f"job_dir={job_dir!r} needs repository= (where the image is pushed), e.g. 'registry.example.com/jobs/etl'",
+            option="repository",
+        )
+    from imagegate import build_image  # loads the builder (and the docker SDK) only for job_dir=
+    context = Path(job_dir)
+    context = context if context.is_absolute() else start / context
+    if not context.is_dir():
+        raise ImageSourceError(f"job_dir={job_dir!r}: {context} is not a directory", option="job_dir")
+    options = dict(build_options or {})
+    options.setdefault("progress", lambda line: None if line.startswith("\r") else log.info("%s", line.rstrip()))
+    result = build_image(context, repository=repository, policy=policy, **options)
+    log.info("imagegate: %s %s", "built" if result.built else "up to date:", result.pinned)
+    return str(result.pinned)
+
+
+def run_checks(
+    reference: str,
+    *,
+    backend: str,
+    user: str | None,
+    policy: Policy,
+    log: logging.Logger,
+    context: Mapping[str, Any] | None = None,
+) -> Report:
+    """Check *reference*; log the readable report; on failure record it in XCom and raise :class:`ImageRefused`."""
+    report = imagegate.check(reference, backend=backend, user=user, policy=policy)
+    for line in report.render_text().splitlines():
+        log.info("imagegate: %s", line)
+    if not report.passed or report.pinned is None:
+        push_record(context, report, None)
+        raise ImageRefused(report)
+    return report
+
+
+def push_record(context: Mapping[str, Any] | None, report: Report | None, launched: Mapping[str, Any] | None) -> None:
+    """One XCom per task (``imagegate``): what was checked, what was launched, the report."""
+    if report is not None:
+        push_xcom(context, XCOM_KEY, {"pinned": report.pinned, "launched": launched, "report": report.to_dict()})
+
+
+def launch_reference(report: Report) -> str:
+    """``REGISTRY/REPO@sha256:…``: what the runtime is given (no tag, so nothing can re-resolve it)."""
+    pinned = imagegate.parse_reference(report.pinned or "")
+    return str(pinned.without_tag())
+
+
+def manifest_url(reference: str) -> str:
+    """The registry API URL of a pinned reference's manifest (the extra link of a launched task)."""
+    ref = imagegate.parse_reference(reference)
+    scheme = "http" if ref.is_loopback else "https"
+    return f"{scheme}://{ref.api_host}/v2/{ref.repository}/manifests/{ref.digest}"
+
+
+def push_xcom(context: Mapping[str, Any] | None, key: str, value: Any) -> None:
+    """Push *value* under *key* when running as a task (not in ``dry_run()``)."""
+    ti = (context or {}).get("ti")
+    if ti is not None:
+        ti.xcom_push(key=key, value=value)
+
+
+def normalise_user(user: str | int | None) -> str | None:
+    return None if user is None or user == "" else str(user)
+
+
+def source_reference(
+    source: ImageSource,
+    *,
+    start: Path,
+    lock_file: str | os.PathLike[str] | None,
+    repository: str | None,
+    build_options: Mapping[str, Any] | None,
+    policy: Policy,
+    log: logging.Logger,
+) -> str:
+    """The reference to check for *source* (rendered values): as given, from the lock file, or built."""
+    source.validate()
+    if source.image:
+        return source.image.strip()
+    if source.lock_name:
+        return lock_reference(source.lock_name, lock_file, start)
+    return build_reference(
+        str(source.job_dir), start, repository=repository, build_options=build_options, policy=policy, log=log
+    )

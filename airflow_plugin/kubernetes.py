@@ -1,0 +1,176 @@
+"""``ImagegateKubernetesPodOperator``: the provider's KubernetesPodOperator, gated, restricted PSS.
+
+The checks run in ``build_pod_request_obj()``, which both the synchronous and
+the deferrable paths call and which ``dry_run()`` prints, so a dry run shows
+and enforces them. The base container's image becomes ``REPO@sha256:…`` with
+``imagePullPolicy: IfNotPresent``; the pod, the base container and the XCom
+sidecar get the restricted Pod Security Standard's security context by
+default, and the finished pod is verified against the restricted rules.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from airflow.exceptions import AirflowException
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+
+from airflow_plugin import _gate
+from airflow_plugin.cluster_policy import ANNOTATION
+from airflow_plugin.links import LaunchedImageLink
+from airflow_plugin.pss import restricted_violations
+
+if TYPE_CHECKING:
+    from kubernetes.client import models as k8s
+
+    from imagegate import Policy, Report
+
+RUNTIME_DEFAULT = {"type": "RuntimeDefault"}
+CONTAINER_DEFAULTS: Mapping[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": RUNTIME_DEFAULT,
+}
+
+
+class PodSecurityViolation(AirflowException):
+    """The pod breaks the restricted Pod Security Standard (nothing was created). ``.problems`` lists the rules."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            "the pod breaks the restricted Pod Security Standard (nothing was created): " + "; ".join(problems)
+            + ". Fix: remove the override that weakens it, or pass harden=False to launch without the restricted profile"
+        )
+
+
+def _camel(value: Any) -> dict[str, Any]:
+    """A security context given as a V1 object or a dict, as a camelCase dict."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {_to_camel(k): v for k, v in value.items()}
+    return dict(PodGenerator.serialize_pod(value) or {})
+
+
+def _to_camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _model(value: Any, model: str) -> Any:
+    """A Kubernetes model from a camelCase dict as in pod YAML (``{"name": "data", "emptyDir": {}}``)."""
+    if not isinstance(value, dict):
+        return value
+    from kubernetes.client import ApiClient
+
+    return ApiClient()._ApiClient__deserialize(value, model)  # the client's own YAML-dict -> model path
+
+
+def _ids(user: str | None) -> tuple[int | None, int | None]:
+    """(uid, gid) from ``USER`` when numeric: ``10001:10001`` -> (10001, 10001); ``app`` -> (None, None)."""
+    name, _, group = (user or "").strip().partition(":")
+    return (int(name) if name.isdigit() else None, int(group) if group.isdigit() else None)
+
+
+class ImagegateKubernetesPodOperator(KubernetesPodOperator):
+    """Run a pod from a checked, digest-pinned image under the restricted Pod Security Standard.
+
+    Give exactly one of ``image``, ``lock_name`` or ``job_dir`` (with ``repository``). Every other
+    argument is the provider's. User-given ``security_context`` / ``container_security_context`` /
+    ``xcom_sidecar_container_security_context`` are merged over the restricted defaults (yours win),
+    and the final pod must still pass the restricted rules unless ``harden=False``.
+
+    XCom ``imagegate``: the pin, the pod name and the report (pushed before the pod is created).
+    """
+
+    template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "lock_name", "job_dir", "repository")
+    operator_extra_links = (LaunchedImageLink(),)
+    imagegate_gated = True
+
+    def __init__(
+        self,
+        *,
+        image: str | None = None,
+        lock_name: str | None = None,
+        job_dir: str | None = None,
+        repository: str | None = None,
+        lock_file: str | os.PathLike[str] | None = None,
+        build_options: dict[str, Any] | None = None,
+        policy: Policy | str | os.PathLike[str] | None = None,
+        harden: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        for key, model in (("volumes", "V1Volume"), ("volume_mounts", "V1VolumeMount")):
+            if kwargs.get(key):
+                kwargs[key] = [_model(item, model) for item in kwargs[key]]
+        super().__init__(image=image, **kwargs)
+        self.lock_name = lock_name
+        self.job_dir = job_dir
+        self.repository = repository
+        self.lock_file = lock_file
+        self.build_options = dict(build_options or {})
+        self.policy = policy
+        self.harden = harden
+        self._given_contexts = (
+            _camel(self.security_context),
+            _camel(self.container_security_context),
+            _camel(self.xcom_sidecar_container_security_context),
+        )
+        if not any(isinstance(v, str) and "{{" in v for v in (image, lock_name, job_dir)):
+            _gate.ImageSource(image, lock_name, job_dir).validate()
+        self.imagegate_report: Report | None = None
+
+    def _user_override(self) -> str | None:
+        pod_sc, container_sc, _ = self._given_contexts
+        uid = container_sc.get("runAsUser", pod_sc.get("runAsUser"))
+        return None if uid is None else str(uid)
+
+    def gate(self, context: Any = None) -> Report:
+        """Resolve (or build) and check the image for Kubernetes; raise ImageRefused when a check fails."""
+        if self.imagegate_report is not None:
+            return self.imagegate_report  # checked once per task instance (dry_run, then the pod)
+        source = _gate.ImageSource(self.image, self.lock_name, self.job_dir)
+        start = _gate.dag_folder(self)
+        policy = _gate.load_policy(self.policy, start)
+        reference = _gate.source_reference(
+            source, start=start, lock_file=self.lock_file, repository=self.repository,
+            build_options=self.build_options, policy=policy, log=self.log,
+        )
+        report = _gate.run_checks(
+            reference, backend="kubernetes", user=self._user_override(), policy=policy, log=self.log, context=context
+        )
+        self.imagegate_report = report
+        return report
+
+    def _harden(self, report: Report) -> None:
+        pod_sc, container_sc, sidecar_sc = self._given_contexts
+        uid, gid = _ids(report.user)
+        pod_defaults: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": RUNTIME_DEFAULT}
+        if uid is not None:
+            pod_defaults["runAsUser"] = uid
+        if gid is not None:
+            pod_defaults["runAsGroup"] = gid
+        self.security_context = {**pod_defaults, **pod_sc}
+        self.container_security_context = {**CONTAINER_DEFAULTS, **container_sc}
+        self.xcom_sidecar_container_security_context = {**CONTAINER_DEFAULTS, **sidecar_sc}
+
+    def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        report = self.gate(context)
+        if dry_run:
+            print(report.render_text())
+        self.image = _gate.launch_reference(report)
+        self.image_pull_policy = "IfNotPresent"
+        if self.harden:
+            self._harden(report)
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        pod.metadata.annotations = {**(pod.metadata.annotations or {}), ANNOTATION: report.pinned}
+        if self.harden:
+            problems = restricted_violations(PodGenerator.serialize_pod(pod))
+            if problems:
+                raise PodSecurityViolation(problems)
+        _gate.push_record(context, report, {"pod": pod.metadata.name, "image": self.image})
+        return pod

@@ -1,0 +1,58 @@
+"""Provider metadata (entry point ``apache_airflow_provider``): lets ``airflow providers list`` show imagegate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MODULES = [
+    "airflow_plugin.build",
+    "airflow_plugin.docker",
+    "airflow_plugin.kubernetes",
+    "airflow_plugin.task",
+]
+
+
+def get_provider_info() -> dict[str, Any]:
+    """The provider description Airflow's ProvidersManager reads (schema: ``provider_info.schema.json``)."""
+    from imagegate import __version__
+
+    return {
+        "package-name": "imagegate",
+        "name": "imagegate",
+        "description": "Pin container images to digests, check them, and launch exactly that digest "
+        "on Docker or Kubernetes.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "imagegate",
+                "external-doc-url": "https://github.com/imagegate/imagegate/blob/main/docs/airflow.md",
+                "tags": ["software"],
+            }
+        ],
+        "operators": [{"integration-name": "imagegate", "python-modules": _MODULES}],
+        "extra-links": ["airflow_plugin.links.LaunchedImageLink"],
+        "config": {
+            "imagegate": {
+                "description": "imagegate's deployment-wide settings.",
+                "options": {
+                    "cluster_policy": {
+                        "description": "The cluster policy for plain DockerOperator and KubernetesPodOperator "
+                        "tasks: off (installing the package changes nothing), warn (check and log, "
+                        "launch the pinned digest) or enforce (refuse failed checks).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "enforce",
+                        "default": "off",
+                    },
+                    "backend": {
+                        "description": "Default backend of ContainerTask when IMAGEGATE_BACKEND and the "
+                        "imagegate_backend Variable are unset: docker or kubernetes.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "kubernetes",
+                        "default": "docker",
+                    },
+                },
+            }
+        },
+    }

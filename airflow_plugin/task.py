@@ -1,0 +1,185 @@
+"""``ContainerTask``: declare a container task once, run it on Docker or on Kubernetes.
+
+The backend is a setting, not code: ``backend=`` if given, else ``$IMAGEGATE_BACKEND``,
+else the Airflow Variable ``imagegate_backend`` (looked up once per process, so a
+DAG of many tasks costs one lookup; ``AIRFLOW_VAR_IMAGEGATE_BACKEND`` answers it
+without the metadata DB), else ``[imagegate] backend`` in Airflow's config, else
+``docker``. The Kubernetes provider is imported only when the backend is
+``kubernetes``. Nothing here touches the network at parse time.
+
+Shared arguments map to each backend:
+
+==============  =====================  =========================================
+ContainerTask   Docker                 Kubernetes
+==============  =====================  =========================================
+command         command                arguments (the image's CMD)
+entrypoint      entrypoint             cmds (the image's ENTRYPOINT)
+environment     environment            env_vars
+user            user                   security_context.runAsUser (numeric only)
+==============  =====================  =========================================
+
+Backend-specific options go in ``docker_options={…}`` / ``kubernetes_options={…}``
+(each used only on its backend). A backend-specific option passed directly
+that the chosen backend does not take is refused with an error naming it and
+its counterpart — never silently dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import shlex
+from typing import Any, Mapping
+
+from airflow.exceptions import AirflowException
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("docker", "kubernetes")
+VARIABLE = "imagegate_backend"
+
+# Counterparts, for the error message when an option does not exist on the chosen backend.
+_COUNTERPART: Mapping[str, str] = {
+    "mounts": "kubernetes_options={'volumes': [...], 'volume_mounts': [...]}",
+    "volumes": "docker_options={'mounts': [...]}",
+    "volume_mounts": "docker_options={'mounts': [...]}",
+    "cpus": "kubernetes_options={'container_resources': V1ResourceRequirements(...)}",
+    "mem_limit": "kubernetes_options={'container_resources': V1ResourceRequirements(...)}",
+    "container_resources": "docker_options={'cpus': ..., 'mem_limit': ...}",
+    "network_mode": "nothing: pods use the cluster network",
+    "namespace": "nothing: Docker has no namespaces",
+    "env_vars": "environment= (shared)",
+    "arguments": "command= (shared)",
+    "cmds": "entrypoint= (shared)",
+    "docker_url": "kubernetes_options={'kubernetes_conn_id': ...}",
+    "kubernetes_conn_id": "docker_options={'docker_url': ...} or docker_conn_id",
+    "privileged": "nothing: refused on both backends by the hardened defaults",
+}
+
+
+class BackendOptionError(AirflowException, TypeError):
+    """An option the chosen backend does not take; ``.option`` and ``.backend`` name it."""
+
+    def __init__(self, option: str, backend: str, hint: str | None = None) -> None:
+        self.option = option
+        self.backend = backend
+        other = "kubernetes" if backend == "docker" else "docker"
+        advice = f"; on {backend} use {hint}" if hint else ""
+        super().__init__(
+            f"ContainerTask option {option!r} is not a {backend}-backend option{advice}. "
+            f"To keep one DAG for both backends, pass it as {other}_options={{{option!r}: ...}} "
+            f"(used only on {other})"
+        )
+
+
+def _parse_backend(value: str, origin: str) -> str:
+    chosen = value.strip().lower()
+    if chosen not in BACKENDS:
+        raise AirflowException(f"{origin} = {value!r} is not a backend; use 'docker' or 'kubernetes'")
+    return chosen
+
+
+@functools.lru_cache(maxsize=1)
+def _variable_backend() -> str | None:
+    """The ``imagegate_backend`` Variable, read once per process (None when unset or unreadable)."""
+    try:
+        from airflow.sdk import Variable
+
+        value = Variable.get(VARIABLE, default=None)
+    except Exception as exc:  # no metadata DB / API at parse time: fall through to the config
+        log.debug("imagegate: Variable %s not readable here (%s)", VARIABLE, exc)
+        return None
+    return None if value in (None, "") else str(value)
+
+
+def backend_setting() -> str:
+    """The configured backend: ``$IMAGEGATE_BACKEND``, Variable ``imagegate_backend``, ``[imagegate] backend``, docker."""
+    env = os.environ.get("IMAGEGATE_BACKEND")
+    if env:
+        return _parse_backend(env, "IMAGEGATE_BACKEND")
+    variable = _variable_backend()
+    if variable:
+        return _parse_backend(variable, f"Variable {VARIABLE}")
+    from airflow.configuration import conf
+
+    return _parse_backend(conf.get("imagegate", "backend", fallback="docker") or "docker", "[imagegate] backend")
+
+
+@functools.cache
+def _accepted(cls: type) -> frozenset[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name != "self":
+                names.add(param.name)
+    return frozenset(names)
+
+
+def _operator_class(backend: str) -> type:
+    if backend == "kubernetes":
+        from airflow_plugin.kubernetes import ImagegateKubernetesPodOperator
+
+        return ImagegateKubernetesPodOperator
+    from airflow_plugin.docker import ImagegateDockerOperator
+
+    return ImagegateDockerOperator
+
+
+def ContainerTask(  # noqa: N802 - a factory that reads like the class it returns
+    *,
+    task_id: str,
+    image: str | None = None,
+    lock_name: str | None = None,
+    job_dir: str | None = None,
+    command: str | list[str] | None = None,
+    entrypoint: str | list[str] | None = None,
+    environment: dict[str, str] | None = None,
+    user: str | int | None = None,
+    backend: str | None = None,
+    docker_options: Mapping[str, Any] | None = None,
+    kubernetes_options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Return an ``ImagegateDockerOperator`` or ``ImagegateKubernetesPodOperator`` for the backend setting.
+
+    ``kwargs`` are BaseOperator arguments (``retries``, ``pool``…), imagegate's (``policy``,
+    ``repository``, ``lock_file``, ``build_options``) or options of the chosen backend.
+    """
+    chosen = _parse_backend(backend, "backend=") if backend else backend_setting()
+    cls = _operator_class(chosen)
+    args: dict[str, Any] = {"task_id": task_id, "image": image, "lock_name": lock_name, "job_dir": job_dir}
+    if chosen == "docker":
+        shared = {"command": command, "entrypoint": entrypoint, "environment": environment, "user": user}
+        specific = dict(docker_options or {})
+    else:
+        shared = {"arguments": _as_list(command), "cmds": _as_list(entrypoint), "env_vars": environment}
+        specific = dict(kubernetes_options or {})
+        if user is not None:
+            uid = str(user).partition(":")[0]
+            if not uid.isdigit():
+                raise BackendOptionError("user", chosen, "a numeric UID (runAsUser); the kubelet cannot check a user name")
+            context = dict(specific.get("security_context") or {})
+            context.setdefault("runAsUser", int(uid))
+            specific["security_context"] = context
+    args.update({k: v for k, v in shared.items() if v is not None})
+    accepted = _accepted(cls)
+    for name in kwargs:
+        if name not in accepted:
+            raise BackendOptionError(name, chosen, _COUNTERPART.get(name))
+    for name in specific:
+        if name not in accepted:
+            raise BackendOptionError(name, chosen, _COUNTERPART.get(name))
+    args.update(specific)  # a backend's own options win over the shared mapping
+    return cls(**args, **kwargs)
+
+
+def _as_list(value: str | list[str] | None) -> list[str] | None:
+    """Docker splits a string command like a shell; do the same for the pod."""
+    if value is None or isinstance(value, list):
+        return value
+    return shlex.split(value)
