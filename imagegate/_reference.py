@@ -483,6 +483,11 @@ _MUTABLE_RULES: dict[str, tuple[str, str]] = {
     ),
 }
 _IMMUTABLE_RULES: dict[str, tuple[str, str]] = {
+    # the tags `imagegate build` writes: c-<content>, g-<commit>[-dirty-<content>], g-<commit>-c-<content>
+    r"(?:g-[0-9a-f]{12}(?:-dirty-[0-9a-f]{12})?-?)?(?:c-[0-9a-f]{20,40})?(?<=[0-9a-f])": (
+        "an imagegate build tag",
+        "it is derived from the image's inputs, so it names one build",
+    ),
     rf"(?:[\w.-]*[-_.])?{_DATE}(?:[T_.-]?\d{{4}}(?:\d\d)?Z?)?(?:[-_.][\w.-]+)?": (
         "a date stamp",
         "date-stamped tags are normally pushed once",

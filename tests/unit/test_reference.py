@@ -506,6 +506,10 @@ MUTABLE = [
     ("21-jdk", "major or minor version with a variant"),
 ]
 IMMUTABLE = [
+    ("c-daaf71444b03b58e9e00", "imagegate build tag"),
+    ("g-0123456789ab", "imagegate build tag"),
+    ("g-0123456789ab-dirty-0123456789ab", "imagegate build tag"),
+    ("g-0123456789ab-c-daaf71444b03b58e9e00", "imagegate build tag"),
     ("1.2.3", "full version"),
     ("v1.2.3", "full version"),
     ("1.2.3-rc.1", "full version"),
