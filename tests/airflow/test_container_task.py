@@ -107,3 +107,14 @@ def test_the_docker_backend_never_imports_the_kubernetes_provider() -> None:
 def test_the_kubernetes_backend_imports_it_only_when_chosen() -> None:
     modules = _imports(f"from airflow_plugin import ContainerTask\nContainerTask(task_id='x', image={IMAGE!r})", {"IMAGEGATE_BACKEND": "kubernetes"})
     assert "airflow.providers.cncf.kubernetes.operators.pod" in modules
+
+
+def test_a_variable_is_read_only_when_the_config_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_plugin import task
+
+    monkeypatch.setenv("AIRFLOW_VAR_IMAGEGATE_BACKEND", "kubernetes")
+    task._variable_backend.cache_clear()
+    assert backend_setting() == "docker"  # not consulted by default: no metadata-DB query at parse time
+    monkeypatch.setenv("AIRFLOW__IMAGEGATE__BACKEND", "variable:imagegate_backend")
+    assert backend_setting() == "kubernetes"
+    task._variable_backend.cache_clear()
