@@ -1,5 +1,5 @@
 # The two commands (see README.md). Each installs what it needs.
-.PHONY: demo test unit stack-up stack-down bench
+.PHONY: demo test unit stack-up stack-down k8s-up k8s-down bench
 
 demo:            ## build -> push -> resolve -> check -> run the example job on local Docker
 	scripts/demo.sh
@@ -16,5 +16,16 @@ stack-up:        ## start (or reuse) Docker, the registries and base images
 stack-down:      ## stop what stack-up started
 	.venv/bin/python scripts/stack.py down
 
-bench:           ## benchmarks (figures go in README.md)
-	scripts/env.sh dev && .venv/bin/python scripts/stack.py up && .venv/bin/python benchmarks/bench_check.py && .venv/bin/python benchmarks/bench_build.py
+k8s-up:          ## build (once) and start the local Kubernetes test cluster
+	scripts/env.sh dev && .venv/bin/python scripts/k8s.py up
+
+k8s-down:        ## stop what k8s-up started
+	.venv/bin/python scripts/k8s.py down
+
+bench:           ## benchmarks (figures go in README.md and docs/)
+	scripts/env.sh dev airflow dagster && .venv/bin/python scripts/stack.py up && .venv/bin/python scripts/k8s.py up
+	.venv/bin/python benchmarks/bench_check.py
+	.venv/bin/python benchmarks/bench_build.py
+	.venv/bin/python benchmarks/bench_airflow.py
+	.venv/bin/python benchmarks/bench_dagster.py
+	.venv/bin/python benchmarks/bench_k8s.py
