@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from imagegate._api import check, enforce, inspect, resolve, shared_client
 from imagegate._auth import Credentials, DockerConfig
-from imagegate._build import BuildResult, build_image
 from imagegate._checks import CheckInput, evaluate, is_root_user
 from imagegate._errors import (
     AuthenticationError,
@@ -33,14 +32,26 @@ from imagegate._errors import (
     UnsupportedManifest,
 )
 from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform
-from imagegate._lint import LintFinding, LintReport, lint_dockerfile
 from imagegate._lockfile import LOCK_FILE, LockEntry, LockFile, LockFileError, find_lock_file
 from imagegate._policy import Backend, Mode, Policy, Waiver
 from imagegate._reference import Reference, ReferenceKind, TagClass, TagRules, parse_digest, parse_reference
 from imagegate._report import CheckResult, Finding, Outcome, Report, Status
 
 if TYPE_CHECKING:
+    from imagegate._build import BuildResult, build_image
+    from imagegate._lint import LintFinding, LintReport, lint_dockerfile
     from imagegate._registry import Descriptor, RegistryClient
+
+# Loaded on first use: the registry client pulls in httpx, builds and lint their own modules.
+_LAZY = {
+    "RegistryClient": "imagegate._registry",
+    "Descriptor": "imagegate._registry",
+    "BuildResult": "imagegate._build",
+    "build_image": "imagegate._build",
+    "LintFinding": "imagegate._lint",
+    "LintReport": "imagegate._lint",
+    "lint_dockerfile": "imagegate._lint",
+}
 
 __version__ = "0.1.0"
 
@@ -106,8 +117,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("RegistryClient", "Descriptor"):
-        from imagegate import _registry
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'imagegate' has no attribute {name!r}")
+    import importlib
 
-        return getattr(_registry, name)
-    raise AttributeError(f"module 'imagegate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
