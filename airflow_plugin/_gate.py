@@ -19,13 +19,20 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from airflow.exceptions import AirflowException
 
-import imagegate
 
 if TYPE_CHECKING:
     from imagegate import Policy, Report
 
 XCOM_KEY = "imagegate"  # {"pinned": REPO:TAG@sha256:…, "launched": {...} | None, "report": {...}}
 
+
+
+def _core() -> Any:
+    """The imagegate core, imported when a task runs rather than when its DAG file is parsed
+    (it is ~30 ms of every parse otherwise; defining an operator needs none of it)."""
+    import imagegate
+
+    return imagegate
 
 class ImageRefused(AirflowException):
     """A check failed under ``enforce``: nothing was launched. ``.report`` holds every result."""
@@ -85,25 +92,25 @@ def dag_folder(operator: Any) -> Path:
 
 def load_policy(policy: Policy | str | os.PathLike[str] | None, start: Path) -> Policy:
     """A Policy object as given, a policy file path, or the nearest policy from *start* upwards."""
-    if isinstance(policy, imagegate.Policy):
+    if isinstance(policy, _core().Policy):
         return policy
     if policy:
         path = Path(policy)
-        return imagegate.Policy.load(path if path.is_absolute() else start / path)
-    return imagegate.Policy.discover(start)
+        return _core().Policy.load(path if path.is_absolute() else start / path)
+    return _core().Policy.discover(start)
 
 
 def lock_reference(name: str, lock_file: str | os.PathLike[str] | None, start: Path) -> str:
     """The pinned reference locked under *name* (the lock file given, ``$IMAGEGATE_LOCK_FILE``, or the nearest)."""
-    path = lock_file or os.environ.get("IMAGEGATE_LOCK_FILE") or imagegate.find_lock_file(start)
+    path = lock_file or os.environ.get("IMAGEGATE_LOCK_FILE") or _core().find_lock_file(start)
     if not path:
         raise ImageSourceError(
-            f"lock_name={name!r} needs a lock file: none named {imagegate.LOCK_FILE} in {start} or its parents; "
+            f"lock_name={name!r} needs a lock file: none named {_core().LOCK_FILE} in {start} or its parents; "
             "pass lock_file= or set IMAGEGATE_LOCK_FILE",
             option="lock_name",
         )
     path = Path(path)
-    return str(imagegate.LockFile.load(path if path.is_absolute() else start / path).get(name))
+    return str(_core().LockFile.load(path if path.is_absolute() else start / path).get(name))
 
 
 def build_reference(
@@ -143,7 +150,7 @@ def run_checks(
     context: Mapping[str, Any] | None = None,
 ) -> Report:
     """Check *reference*; log the readable report; on failure record it in XCom and raise :class:`ImageRefused`."""
-    report = imagegate.check(reference, backend=backend, user=user, policy=policy)
+    report = _core().check(reference, backend=backend, user=user, policy=policy)
     for line in report.render_text().splitlines():
         log.info("imagegate: %s", line)
     if not report.passed or report.pinned is None:
@@ -160,13 +167,13 @@ def push_record(context: Mapping[str, Any] | None, report: Report | None, launch
 
 def launch_reference(report: Report) -> str:
     """``REGISTRY/REPO@sha256:…``: what the runtime is given (no tag, so nothing can re-resolve it)."""
-    pinned = imagegate.parse_reference(report.pinned or "")
+    pinned = _core().parse_reference(report.pinned or "")
     return str(pinned.without_tag())
 
 
 def manifest_url(reference: str) -> str:
     """The registry API URL of a pinned reference's manifest (the extra link of a launched task)."""
-    ref = imagegate.parse_reference(reference)
+    ref = _core().parse_reference(reference)
     scheme = "http" if ref.is_loopback else "https"
     return f"{scheme}://{ref.api_host}/v2/{ref.repository}/manifests/{ref.digest}"
 
