@@ -99,15 +99,19 @@ def test_non_zero_exit_fails_the_task_and_cleans_up(
     assert _wait_no_pods(k8s_cluster, before) == []
 
 
-def test_root_image_is_refused_before_any_pod_exists(
-    tmp_path: Path, airflow_home: AirflowHome, k8s_cluster: K8sCluster, root_image: str
+@pytest.mark.parametrize("case", ["root", "mutable-tag"])
+def test_refused_images_create_no_pod(
+    tmp_path: Path, airflow_home: AirflowHome, k8s_cluster: K8sCluster, root_image: str, nonroot_image: str, case: str
 ) -> None:
+    # root: the busybox base by digest (USER unset); mutable-tag: a non-root image by its major-only tag 'v1'
+    image, check = (root_image, "non-root") if case == "root" else (nonroot_image.split("@")[0] + ":v1", "pinned")
     before = _pods(k8s_cluster)
     events_before = {e.metadata.uid for e in k8s_cluster.core().list_namespaced_event(k8s_cluster.namespace).items}
-    dags = _write_dag(tmp_path, k8s_cluster, "imagegate_on_cluster_refused", root_image, "id", root_image)
-    result = airflow_home.dags_test("imagegate_on_cluster_refused", dags, _sidecar_connection(root_image))
+    dag_id = f"imagegate_on_cluster_refused_{case.replace('-', '_')}"
+    dags = _write_dag(tmp_path, k8s_cluster, dag_id, image, "id", root_image)
+    result = airflow_home.dags_test(dag_id, dags, _sidecar_connection(root_image))
     output = result.stdout + result.stderr
-    assert result.returncode != 0 and "REFUSED" in output and "non-root" in output, output[-4000:]
+    assert result.returncode != 0 and "REFUSED" in output and f"FAIL   {check}" in output, output[-4000:]
     assert _pods(k8s_cluster) == before
     new_events = [e for e in k8s_cluster.core().list_namespaced_event(k8s_cluster.namespace).items
                   if e.metadata.uid not in events_before and e.involved_object.kind == "Pod"]
