@@ -167,8 +167,7 @@ def push_record(context: Mapping[str, Any] | None, report: Report | None, launch
 
 def launch_reference(report: Report) -> str:
     """``REGISTRY/REPO@sha256:…``: what the runtime is given (no tag, so nothing can re-resolve it)."""
-    pinned = _core().parse_reference(report.pinned or "")
-    return str(pinned.without_tag())
+    return str(_core().launch_reference(report.pinned or ""))
 
 
 def manifest_url(reference: str) -> str:

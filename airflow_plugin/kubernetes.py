@@ -70,12 +70,6 @@ def _model(value: Any, model: str) -> Any:
     return ApiClient()._ApiClient__deserialize(value, model)  # the client's own YAML-dict -> model path
 
 
-def _ids(user: str | None) -> tuple[int | None, int | None]:
-    """(uid, gid) from ``USER`` when numeric: ``10001:10001`` -> (10001, 10001); ``app`` -> (None, None)."""
-    name, _, group = (user or "").strip().partition(":")
-    return (int(name) if name.isdigit() else None, int(group) if group.isdigit() else None)
-
-
 class ImagegateKubernetesPodOperator(KubernetesPodOperator):
     """Run a pod from a checked, digest-pinned image under the restricted Pod Security Standard.
 
@@ -148,7 +142,7 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
 
     def _harden(self, report: Report) -> None:
         pod_sc, container_sc, sidecar_sc = self._given_contexts
-        uid, gid = _ids(report.user)
+        uid, gid = _gate._core().numeric_ids(report.user)
         pod_defaults: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": RUNTIME_DEFAULT}
         if uid is not None:
             pod_defaults["runAsUser"] = uid

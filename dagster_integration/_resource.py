@@ -230,7 +230,4 @@ class ImagegateResource(dg.ConfigurableResource):
 
 def _launch_reference(report: imagegate.Report) -> str | None:
     """``registry/repository@digest`` from the report's pinned reference (tag dropped)."""
-    if not report.pinned:
-        return None
-    pinned = imagegate.parse_reference(report.pinned)
-    return str(pinned.without_tag())
+    return imagegate.launch_reference(report.pinned) if report.pinned else None

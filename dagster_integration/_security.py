@@ -16,17 +16,14 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
+import imagegate
+
 from dagster_integration._errors import ImagegateDagsterError
 
 DOCKER_SECURITY_OPT = "no-new-privileges:true"
 
 
-def numeric_user(user: str | None) -> tuple[int | None, int | None]:
-    """``"10001:10001"`` → ``(10001, 10001)``; names (``app``) or nothing → ``None`` parts."""
-    if not user:
-        return None, None
-    uid, _, gid = user.partition(":")
-    return (int(uid) if uid.isdigit() else None, int(gid) if gid.isdigit() else None)
+numeric_user = imagegate.numeric_ids  # (uid, gid) of a numeric USER; the core owns the rule
 
 
 def docker_hardening(container_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagegate._api import check, enforce, inspect, resolve, shared_client
 from imagegate._auth import Credentials, DockerConfig
-from imagegate._checks import CheckInput, evaluate, is_root_user
+from imagegate._checks import CheckInput, evaluate, is_root_user, numeric_ids
 from imagegate._errors import (
     AuthenticationError,
     BuildError,
@@ -34,7 +34,15 @@ from imagegate._errors import (
 from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform
 from imagegate._lockfile import LOCK_FILE, LockEntry, LockFile, LockFileError, find_lock_file
 from imagegate._policy import Backend, Mode, Policy, Waiver
-from imagegate._reference import Reference, ReferenceKind, TagClass, TagRules, parse_digest, parse_reference
+from imagegate._reference import (
+    Reference,
+    ReferenceKind,
+    TagClass,
+    TagRules,
+    launch_reference,
+    parse_digest,
+    parse_reference,
+)
 from imagegate._report import CheckResult, Finding, Outcome, Report, Status
 
 if TYPE_CHECKING:
@@ -108,7 +116,9 @@ __all__ = [
     "find_lock_file",
     "inspect",
     "is_root_user",
+    "launch_reference",
     "lint_dockerfile",
+    "numeric_ids",
     "parse_digest",
     "parse_reference",
     "resolve",

@@ -90,6 +90,15 @@ def is_root_user(user: str | None) -> bool:
     return name in ("", "root") or (name.isdigit() and int(name) == 0)
 
 
+def numeric_ids(user: str | None) -> tuple[int | None, int | None]:
+    """(uid, gid) of a ``USER`` value where numeric: ``10001:10001`` → (10001, 10001); ``app`` → (None, None).
+
+    What a runtime can set as ``runAsUser``/``runAsGroup``; the kubelet can verify only a numeric user.
+    """
+    name, _, group = (user or "").strip().partition(":")
+    return (int(name) if name.isdigit() else None, int(group) if group.isdigit() else None)
+
+
 def check_non_root(data: CheckInput) -> Finding:
     """The container's user is set and is not root; numeric for Kubernetes."""
     if data.user is not None:
@@ -108,8 +117,7 @@ def check_non_root(data: CheckInput) -> Finding:
             if data.user is None
             else "drop the root user override, or use a non-root numeric UID",
         )
-    name = (user or "").strip().partition(":")[0]
-    if data.backend is Backend.KUBERNETES and not name.isdigit():
+    if data.backend is Backend.KUBERNETES and numeric_ids(user)[0] is None:
         return Finding(
             "non-root",
             Status.VIOLATION,

@@ -43,6 +43,7 @@ __all__ = [
     "ReferenceKind",
     "TagClass",
     "TagRules",
+    "launch_reference",
     "parse_digest",
     "parse_reference",
 ]
@@ -102,6 +103,18 @@ class ReferenceKind(enum.Enum):
     DIGEST = "digest"
     TAGGED = "tagged"
     UNTAGGED = "untagged"
+
+
+def launch_reference(pinned: str) -> str:
+    """``REGISTRY/REPO@sha256:…`` for a pinned reference: what a runtime is given.
+
+    The tag is dropped so nothing downstream can resolve it again; a reference
+    without a digest is refused (it is not pinned).
+    """
+    ref = parse_reference(pinned)
+    if ref.digest is None:
+        raise InvalidReference(pinned, "it has no digest, so it is not pinned; resolve it first")
+    return str(ref.without_tag())
 
 
 def parse_digest(text: str) -> str:

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/env.sh dev airflow
+scripts/env.sh dev airflow dagster  # the same environment as `make test`, so switching between them reinstalls nothing
 .venv/bin/python scripts/stack.py up
 # shellcheck disable=SC1091
 source "${IMAGEGATE_STACK_DIR:-/tmp/imagegate-stack}/stack.env"

@@ -6,6 +6,8 @@ import datetime as dt
 
 import pytest
 
+import imagegate
+
 from imagegate import (
     Backend,
     CheckInput,
@@ -129,3 +131,11 @@ def test_waivers_match_by_pattern_and_expire() -> None:
     assert run("reg.example.com/vendor/db:1.0.0", "0", policy=policy)["non-root"] is Outcome.WAIVED
     assert run("reg.example.com/vendor/db:latest", "0", policy=policy)["pinned"] is Outcome.FAIL  # other checks still apply
     assert run("reg.example.com/old/db:1.0.0", "0", policy=policy)["non-root"] is Outcome.FAIL  # expired
+
+
+@pytest.mark.parametrize(
+    ("user", "ids"),
+    [("10001:10001", (10001, 10001)), ("10001", (10001, None)), ("app", (None, None)), ("app:10", (None, 10)), (None, (None, None)), (" 7 ", (7, None))],
+)
+def test_numeric_ids(user: str | None, ids: tuple[int | None, int | None]) -> None:
+    assert imagegate.numeric_ids(user) == ids

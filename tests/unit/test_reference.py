@@ -657,3 +657,13 @@ def test_import_pulls_no_third_party_module() -> None:
     foreign = [name for name in out if name.split(".")[0] not in sys.stdlib_module_names and name not in ours]
     assert foreign == []
     assert "imagegate._reference" in out
+
+
+def test_launch_reference_drops_the_tag_and_needs_a_digest() -> None:
+    from imagegate import InvalidReference, launch_reference
+
+    digest = "sha256:" + "ab" * 32
+    assert launch_reference(f"127.0.0.1:5000/team/etl:1.4.2@{digest}") == f"127.0.0.1:5000/team/etl@{digest}"
+    assert launch_reference(f"busybox@{digest}") == f"docker.io/library/busybox@{digest}"
+    with pytest.raises(InvalidReference, match="not pinned"):
+        launch_reference("127.0.0.1:5000/team/etl:1.4.2")
