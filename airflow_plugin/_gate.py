@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -35,12 +36,18 @@ def _core() -> Any:
     return imagegate
 
 class ImageRefused(AirflowException):
-    """A check failed under ``enforce``: nothing was launched. ``.report`` holds every result."""
+    """A check failed under ``enforce``: nothing was launched. ``.report`` holds every result.
 
-    def __init__(self, report: Report) -> None:
+    ``.role`` names a helper container's image (``"XCom sidecar"``) when it was that one, not the task's.
+    """
+
+    def __init__(self, report: Report, *, role: str | None = None, fix: str | None = None) -> None:
         self.report = report
+        self.role = role
         failed = ", ".join(f"{r.check}: {r.message}" for r in report.failures)
-        super().__init__(f"imagegate refused {report.reference} before launching anything ({failed})\n{report.render_text()}")
+        what = f"the {role} image {report.reference}" if role else report.reference
+        hint = f". Fix: {fix}" if fix else ""
+        super().__init__(f"imagegate refused {what} before launching anything ({failed}){hint}\n{report.render_text()}")
 
 
 class ImageSourceError(AirflowException, ValueError):
@@ -148,21 +155,46 @@ def run_checks(
     policy: Policy,
     log: logging.Logger,
     context: Mapping[str, Any] | None = None,
+    started: float | None = None,
+    role: str | None = None,
+    fix: str | None = None,
+    task_report: Report | None = None,
 ) -> Report:
-    """Check *reference*; log the readable report; on failure record it in XCom and raise :class:`ImageRefused`."""
+    """Check *reference*; log the readable report; on failure record it in XCom and raise :class:`ImageRefused`.
+
+    *started* (a ``time.perf_counter()`` from the start of the gate) adds how long the whole
+    gate took (loading imagegate, the policy, resolving or building, the checks) to the log.
+    For a helper container's image give its *role* (logged and named in the error), the *fix*
+    for a refusal, and the task's own *task_report* (the XCom record keeps both).
+    """
     report = _core().check(reference, backend=backend, user=user, policy=policy)
+    prefix = f"imagegate: [{role}] " if role else "imagegate: "
     for line in report.render_text().splitlines():
-        log.info("imagegate: %s", line)
+        log.info("%s%s", prefix, line)
+    if started is not None:
+        log.info("imagegate: gate took %.0f ms", (time.perf_counter() - started) * 1000)
     if not report.passed or report.pinned is None:
-        push_record(context, report, None)
-        raise ImageRefused(report)
+        if task_report is not None:
+            push_record(context, task_report, None, helpers={role or "helper": report})
+        else:
+            push_record(context, report, None)
+        raise ImageRefused(report, role=role, fix=fix)
     return report
 
 
-def push_record(context: Mapping[str, Any] | None, report: Report | None, launched: Mapping[str, Any] | None) -> None:
-    """One XCom per task (``imagegate``): what was checked, what was launched, the report."""
+def push_record(
+    context: Mapping[str, Any] | None,
+    report: Report | None,
+    launched: Mapping[str, Any] | None,
+    helpers: Mapping[str, Report] | None = None,
+) -> None:
+    """One XCom per task (``imagegate``): what was checked, what was launched, the report
+    (and, under ``helpers``, the report of each helper container's image, e.g. the XCom sidecar)."""
     if report is not None:
-        push_xcom(context, XCOM_KEY, {"pinned": report.pinned, "launched": launched, "report": report.to_dict()})
+        record: dict[str, Any] = {"pinned": report.pinned, "launched": launched, "report": report.to_dict()}
+        if helpers:
+            record["helpers"] = {role: {"pinned": r.pinned, "report": r.to_dict()} for role, r in helpers.items()}
+        push_xcom(context, XCOM_KEY, record)
 
 
 def launch_reference(report: Report) -> str:

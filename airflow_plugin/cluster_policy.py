@@ -24,9 +24,10 @@ they already check and pin):
     rewrites ``task.image`` to ``REPO@sha256:…`` before the container is created.
 
 ``pod_mutation_hook`` (when a KubernetesPodOperator builds its pod, in the worker)
-    Resolves and checks the base container's image, rewrites it to
-    ``REPO@sha256:…`` with ``imagePullPolicy: IfNotPresent``. Under ``enforce``
-    a failure raises before the pod is created.
+    Resolves and checks the base container's image, and the XCom sidecar's
+    (``do_xcom_push=True``), rewrites each to ``REPO@sha256:…`` with
+    ``imagePullPolicy: IfNotPresent``. Under ``enforce`` a failure raises before
+    the pod is created.
 
 ``warn`` runs the same checks, logs every failure, and still pins the digest
 when the image resolves. What the policy does not do to plain operators:
@@ -50,6 +51,10 @@ MODES = ("off", "warn", "enforce")
 _DOCKER = ("airflow.providers.docker.operators.docker", "DockerOperator")
 _KUBERNETES = ("airflow.providers.cncf.kubernetes.operators.pod", "KubernetesPodOperator")
 ANNOTATION = "imagegate.dev/pinned"
+SIDECAR_NAME = "airflow-xcom-sidecar"  # the provider's PodDefaults.SIDECAR_CONTAINER_NAME (its module is not imported here)
+SIDECAR_ROLE = "XCom sidecar"
+SIDECAR_FIX = ("set xcom_sidecar_container_image in the Kubernetes connection's extra to a pinned, non-root image "
+               "(REPO@sha256:...), or waive it in the policy with a reason")
 
 
 def mode() -> str:
@@ -173,8 +178,12 @@ class _DockerGate:
             _gate.push_record(context, report, {"image": task.image})
 
 
-def _check_and_pin(image: str, backend: str, user: Any, start: Path | None, current: str, logger: Any) -> Any:
-    """Check *image* against the registry; the report (launch its pin), or None to leave the image (warn)."""
+def _check_and_pin(
+    image: str, backend: str, user: Any, start: Path | None, current: str, logger: Any, role: str | None = None
+) -> Any:
+    """Check *image* against the registry; the report (launch its pin), or None to leave the image (warn).
+
+    *role* names a helper container (the XCom sidecar) in the log and in a refusal."""
     import imagegate
 
     from airflow_plugin import _gate
@@ -187,34 +196,47 @@ def _check_and_pin(image: str, backend: str, user: Any, start: Path | None, curr
             raise
         logger.warning("imagegate (warn): cannot check %s: %s", image, exc)
         return None
+    prefix = f"imagegate: [{role}] " if role else "imagegate: "
     for line in report.render_text().splitlines():
-        logger.info("imagegate: %s", line)
+        logger.info("%s%s", prefix, line)
     if not report.passed and current == "enforce":
-        raise _gate.ImageRefused(report)
+        raise _gate.ImageRefused(report, role=role, fix=SIDECAR_FIX if role == SIDECAR_ROLE else None)
     return report
 
 
 @hookimpl
 def pod_mutation_hook(pod: Any) -> None:
-    """When a plain KubernetesPodOperator builds its pod: check the base container's image and pin it."""
+    """When a plain KubernetesPodOperator builds its pod: check its base and XCom sidecar images and pin them."""
     current = mode()
     if current == "off":
         return
     annotations = (pod.metadata.annotations or {}) if pod.metadata else {}
     if ANNOTATION in annotations:
-        return  # built by imagegate's operator: already checked and pinned
-    container = pod.spec.containers[0]
-    user = None
-    context = container.security_context or (pod.spec.security_context if pod.spec else None)
-    run_as = getattr(context, "run_as_user", None) if context is not None and not isinstance(context, dict) else (
-        (context or {}).get("runAsUser", (context or {}).get("run_as_user"))
-    )
-    if run_as is not None:
-        user = str(run_as)
+        return  # built by imagegate's operator: it checks and pins every container itself
+    pod_user = _run_as_user(pod.spec.security_context if pod.spec else None)
     from airflow_plugin import _gate
 
-    report = _check_and_pin(container.image, "kubernetes", user, None, current, log)
-    if report is not None and report.pinned:
-        container.image = _gate.launch_reference(report)
-        container.image_pull_policy = "IfNotPresent"
-        pod.metadata.annotations = {**annotations, ANNOTATION: report.pinned}
+    for index, container in enumerate(pod.spec.containers):
+        if index and container.name != SIDECAR_NAME:
+            continue  # the provider's pod has the base container and, with do_xcom_push, its sidecar
+        user = _run_as_user(container.security_context)
+        user = pod_user if user is None else user
+        report = _check_and_pin(container.image, "kubernetes", user, None, current, log,
+                                role=SIDECAR_ROLE if index else None)
+        if report is not None and report.pinned:
+            container.image = _gate.launch_reference(report)
+            container.image_pull_policy = "IfNotPresent"
+            if not index:
+                annotations = {**annotations, ANNOTATION: report.pinned}
+    pod.metadata.annotations = annotations
+
+
+def _run_as_user(context: Any) -> str | None:
+    """``runAsUser`` of a security context given as a V1 object or a dict (either spelling)."""
+    if context is None:
+        return None
+    if isinstance(context, dict):
+        value = context.get("runAsUser", context.get("run_as_user"))
+    else:
+        value = getattr(context, "run_as_user", None)
+    return None if value is None else str(value)

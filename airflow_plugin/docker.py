@@ -10,6 +10,7 @@ Kubernetes provider.
 from __future__ import annotations
 
 import os
+import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -95,6 +96,7 @@ class ImagegateDockerOperator(DockerOperator):
 
         Raises :class:`~airflow_plugin.ImageRefused` (nothing is created) when a check fails.
         """
+        started = time.perf_counter()
         start = _gate.dag_folder(self)
         policy = _gate.load_policy(self.policy, start)
         reference = _gate.source_reference(
@@ -108,7 +110,7 @@ class ImagegateDockerOperator(DockerOperator):
         )
         report = _gate.run_checks(
             reference, backend="docker", user=_gate.normalise_user(self.user), policy=policy, log=self.log,
-            context=context,
+            context=context, started=started,
         )
         self.imagegate_report = report
         self.image = _gate.launch_reference(report)

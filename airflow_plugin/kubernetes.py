@@ -11,6 +11,7 @@ default, and the finished pod is verified against the restricted rules.
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from airflow.exceptions import AirflowException
@@ -18,7 +19,7 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
 
 from airflow_plugin import _gate
-from airflow_plugin.cluster_policy import ANNOTATION
+from airflow_plugin.cluster_policy import ANNOTATION, SIDECAR_FIX, SIDECAR_NAME, SIDECAR_ROLE
 from airflow_plugin.links import LaunchedImageLink
 from airflow_plugin.pss import restricted_violations
 
@@ -117,6 +118,8 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
         if not any(isinstance(v, str) and "{{" in v for v in (image, lock_name, job_dir)):
             _gate.ImageSource(image, lock_name, job_dir).validate()
         self.imagegate_report: Report | None = None
+        self.imagegate_sidecar_report: Report | None = None
+        self._sidecar_source: str | None = None
 
     def _user_override(self) -> str | None:
         pod_sc, container_sc, _ = self._given_contexts
@@ -127,6 +130,7 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
         """Resolve (or build) and check the image for Kubernetes; raise ImageRefused when a check fails."""
         if self.imagegate_report is not None:
             return self.imagegate_report  # checked once per task instance (dry_run, then the pod)
+        started = time.perf_counter()
         source = _gate.ImageSource(self.image, self.lock_name, self.job_dir)
         start = _gate.dag_folder(self)
         policy = _gate.load_policy(self.policy, start)
@@ -135,7 +139,8 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
             build_options=self.build_options, policy=policy, log=self.log,
         )
         report = _gate.run_checks(
-            reference, backend="kubernetes", user=self._user_override(), policy=policy, log=self.log, context=context
+            reference, backend="kubernetes", user=self._user_override(), policy=policy, log=self.log, context=context,
+            started=started,
         )
         self.imagegate_report = report
         return report
@@ -160,11 +165,42 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
         self.image_pull_policy = "IfNotPresent"
         if self.harden:
             self._harden(report)
+        # Annotated before the provider builds the pod, so the cluster policy's pod_mutation_hook (which the
+        # provider calls at the end of building it) sees a pod this operator checks itself.
+        self.annotations = {**(self.annotations or {}), ANNOTATION: report.pinned}
         pod = super().build_pod_request_obj(context, dry_run=dry_run)
-        pod.metadata.annotations = {**(pod.metadata.annotations or {}), ANNOTATION: report.pinned}
+        helpers = self._gate_sidecar(pod, report, context, dry_run=dry_run)
         if self.harden:
             problems = restricted_violations(PodGenerator.serialize_pod(pod))
             if problems:
                 raise PodSecurityViolation(problems)
-        _gate.push_record(context, report, {"pod": pod.metadata.name, "image": self.image})
+        _gate.push_record(context, report, {"pod": pod.metadata.name, "image": self.image}, helpers=helpers)
         return pod
+
+    def _gate_sidecar(self, pod: k8s.V1Pod, report: Report, context: Any, *, dry_run: bool) -> dict[str, Report]:
+        """Check the provider's XCom sidecar image like the task's and pin it (``do_xcom_push=True`` only).
+
+        The provider takes it from the Kubernetes connection (``xcom_sidecar_container_image``) and
+        defaults to ``alpine`` by tag: launching that would break "every container runs a checked
+        digest". It runs as the pod's user, so that user is what ``non-root`` checks when one is set.
+        """
+        sidecar = next((c for c in pod.spec.containers or () if c.name == SIDECAR_NAME), None)
+        if sidecar is None:
+            return {}
+        checked = self.imagegate_sidecar_report
+        if checked is None or self._sidecar_source != sidecar.image:  # checked once (dry_run, then the pod)
+            serialized = PodGenerator.serialize_pod(pod)
+            spec = serialized.get("spec", {})
+            container = next(c for c in spec.get("containers", []) if c.get("name") == SIDECAR_NAME)
+            uid = (container.get("securityContext") or {}).get("runAsUser", (spec.get("securityContext") or {}).get("runAsUser"))
+            policy = _gate.load_policy(self.policy, _gate.dag_folder(self))
+            checked = _gate.run_checks(
+                sidecar.image, backend="kubernetes", user=None if uid is None else str(uid), policy=policy,
+                log=self.log, context=context, role=SIDECAR_ROLE, task_report=report, fix=SIDECAR_FIX,
+            )
+            self.imagegate_sidecar_report, self._sidecar_source = checked, sidecar.image
+            if dry_run:
+                print(f"[{SIDECAR_ROLE}]\n{checked.render_text()}")
+        sidecar.image = _gate.launch_reference(checked)
+        sidecar.image_pull_policy = "IfNotPresent"
+        return {SIDECAR_ROLE: checked}

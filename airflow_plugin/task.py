@@ -139,6 +139,28 @@ def _operator_class(backend: str) -> type:
     return ImagegateDockerOperator
 
 
+def _preload_configured_backend() -> None:
+    """Import the configured backend's operator module now, while the DAG file imports this one.
+
+    Deferring it to the first ``ContainerTask(...)`` call would run the import inside the
+    ``with DAG(...)`` block, several frames deeper than a plain DAG file's top-level import of
+    ``DockerOperator``. On CPython 3.11 and 3.12 a call that keeps crossing a frame-stack chunk
+    boundary maps and unmaps a chunk each time (python/cpython#142183, fixed in 3.13), and where
+    the boundary falls depends on that depth: the docker SDK's urllib3 regex compiles hit it in
+    the parse benchmark (5,600 extra mmap/munmap, ~40 ms on a 100-task DAG). Importing here keeps
+    the import's stack shape close to a plain DAG file's. A setting that cannot be read cheaply
+    (a Variable) or is invalid is left to the first call, which reports it with its fix.
+    """
+    try:
+        env = os.environ.get("IMAGEGATE_BACKEND")
+        configured = env or _configured_backend(os.environ.get("AIRFLOW__IMAGEGATE__BACKEND"))
+        if configured.startswith("variable:"):
+            return
+        _operator_class(_parse_backend(configured, "backend"))
+    except Exception as exc:  # reported with its fix by the first ContainerTask(...) call
+        log.debug("imagegate: backend not preloaded (%s)", exc)
+
+
 def ContainerTask(  # noqa: N802 - a factory that reads like the class it returns
     *,
     task_id: str,
@@ -192,3 +214,6 @@ def _as_list(value: str | list[str] | None) -> list[str] | None:
     if value is None or isinstance(value, list):
         return value
     return shlex.split(value)
+
+
+_preload_configured_backend()

@@ -138,6 +138,54 @@ def test_pod_mutation_hook_pins_plain_pods_and_refuses_latest(
     assert pod.spec.containers[0].image == f"{stack.registry}/{repo}:latest"
 
 
+def test_pod_mutation_hook_checks_the_xcom_sidecar_of_plain_pods(
+    docker_client: Any, stack: Stack, repo: str, policy_mode: Any, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import json
+    import logging
+
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from airflow_plugin import ImageRefused, ImagegateKubernetesPodOperator
+
+    digest = push_image(docker_client, stack, repo, "7.1.0", "pod")
+    push_image(docker_client, stack, repo, "latest", "sidecar-latest")
+
+    def sidecar(image: str) -> None:
+        extra = {"xcom_sidecar_container_image": image}
+        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps({"conn_type": "kubernetes", "extra": extra}))
+
+    def plain() -> Any:
+        return KubernetesPodOperator(task_id="x", image=f"{stack.registry}/{repo}:7.1.0", namespace="jobs",
+                                     do_xcom_push=True, security_context={"runAsUser": 1000})
+
+    policy_mode("enforce")
+    sidecar(stack.env["IMAGEGATE_BUSYBOX_IMAGE"])  # by tag; runs as the pod's user 1000
+    base, side = plain().build_pod_request_obj(dry_run=True).spec.containers
+    assert base.image == f"{stack.registry}/{repo}@{digest}"
+    assert side.image == stack.env["IMAGEGATE_BUSYBOX_IMAGE_DIGEST"] and side.image_pull_policy == "IfNotPresent"
+    sidecar(f"{stack.registry}/{repo}:latest")
+    with pytest.raises(ImageRefused) as caught:
+        plain().build_pod_request_obj(dry_run=True)
+    assert caught.value.role == "XCom sidecar" and "xcom_sidecar_container_image" in str(caught.value)
+    # imagegate's own operator checks its pod itself; it marks the pod before the provider builds it, so the
+    # hook (which the provider calls at the end of building) does not check the same images again.
+    sidecar(stack.env["IMAGEGATE_BUSYBOX_IMAGE"])
+    with caplog.at_level(logging.INFO, logger="airflow_plugin.cluster_policy"):
+        plain().build_pod_request_obj(dry_run=True)
+        assert any("[XCom sidecar]" in r.getMessage() for r in caplog.records if r.name == "airflow_plugin.cluster_policy")
+        caplog.clear()
+        op = ImagegateKubernetesPodOperator(task_id="y", image=f"{stack.registry}/{repo}:7.1.0", namespace="jobs", do_xcom_push=True)
+        op.build_pod_request_obj(dry_run=True)
+        assert op.imagegate_sidecar_report is not None and op.imagegate_sidecar_report.passed
+        assert [r.getMessage() for r in caplog.records if r.name == "airflow_plugin.cluster_policy"] == []
+    policy_mode("warn")
+    sidecar(f"{stack.registry}/{repo}:latest")
+    base, side = plain().build_pod_request_obj(dry_run=True).spec.containers
+    assert side.image.startswith(f"{stack.registry}/{repo}@sha256:")  # warn: logged, still pinned
+
+
 def test_docs_example_is_current() -> None:
     text = Path(__file__).resolve().parents[2].joinpath("docs", "airflow.md").read_text()
     assert "AIRFLOW__IMAGEGATE__CLUSTER_POLICY=enforce" in text and "cluster_policy = enforce" in text

@@ -109,6 +109,21 @@ def test_the_kubernetes_backend_imports_it_only_when_chosen() -> None:
     assert "airflow.providers.cncf.kubernetes.operators.pod" in modules
 
 
+def test_the_configured_backend_loads_with_the_import_and_a_bad_one_fails_at_the_call() -> None:
+    # Loaded while the DAG file imports ContainerTask, like a plain DAG's top-level import (see
+    # task._preload_configured_backend), so the first ContainerTask(...) inside `with DAG` imports nothing.
+    modules = _imports("from airflow_plugin import ContainerTask", {"IMAGEGATE_BACKEND": "docker"})
+    assert "airflow.providers.docker.operators.docker" in modules and not _kubernetes(modules) & {"airflow.providers.cncf.kubernetes.operators.pod"}
+    modules = _imports("from airflow_plugin import ContainerTask", {"IMAGEGATE_BACKEND": "kubernetes"})
+    assert "airflow.providers.cncf.kubernetes.operators.pod" in modules
+    code = (f"from airflow_plugin import ContainerTask\ntry:\n    ContainerTask(task_id='x', image={IMAGE!r})\n"
+            "except Exception as exc:\n    print(exc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "IMAGEGATE_BACKEND": "podman"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "IMAGEGATE_BACKEND = 'podman' is not a backend; use 'docker' or 'kubernetes'" in out.stdout
+
+
 def test_a_variable_is_read_only_when_the_config_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_plugin import task
 

@@ -72,6 +72,33 @@ def test_tag_moved_between_check_and_launch_runs_the_checked_digest(docker_clien
     assert op.imagegate_launched and op.imagegate_launched["launched"].endswith(first)
 
 
+def test_a_launch_that_is_not_the_checked_image_is_removed_unstarted(
+    docker_client: Any, stack: Stack, repo: str, events: Events
+) -> None:
+    """Whatever changes ``image`` after the gate (a subclass, a callback), the engine's own record of the
+    created container is compared with the checked image: a mismatch is removed before it ever starts."""
+    import docker
+
+    from airflow_plugin import LaunchMismatch
+
+    push_image(docker_client, stack, repo, "5.0.0", "checked")
+    other = push_image(docker_client, stack, repo, "5.0.1", "unchecked")
+    op = operator(f"{stack.registry}/{repo}:5.0.0")
+    report = op.gate({})
+    op.image = f"{stack.registry}/{repo}@{other}"  # not what was checked
+    with pytest.raises(LaunchMismatch) as caught:
+        op.launch({})
+    mismatch = caught.value
+    assert mismatch.expected and (report.facts or {})["config_digest"] in mismatch.expected
+    assert mismatch.actual not in mismatch.expected
+    assert mismatch.actual == docker_client.api.inspect_image(f"{stack.registry}/{repo}@{other}")["Id"]
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.api.inspect_container(mismatch.container)
+    assert [e["id"] for e in events.containers(repo)] == [mismatch.container]  # created ...
+    assert events.containers(repo, action="start") == []  # ... never started
+    assert op.imagegate_launched is None
+
+
 def test_a_stale_local_tag_is_not_run(docker_client: Any, stack: Stack, repo: str) -> None:
     """The provider never re-pulls a tag it has; launching by digest makes that irrelevant."""
     from airflow.providers.docker.operators.docker import DockerOperator

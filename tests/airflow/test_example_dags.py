@@ -63,6 +63,9 @@ def test_kubernetes_dag_pods_are_pinned_restricted_and_valid(
     for key, value in airflow_home.env.items():
         if key.startswith("IMAGEGATE_"):
             monkeypatch.setenv(key, value)
+    # The XCom sidecar image comes from the Kubernetes connection (the provider's default, alpine, is unreachable here).
+    sidecar = {"xcom_sidecar_container_image": stack.env["IMAGEGATE_BUSYBOX_IMAGE"]}
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps({"conn_type": "kubernetes", "extra": sidecar}))
     lock = json.loads((wordcount_run["data"] / "imagegate.lock.json").read_text())
     digest = lock["images"]["wordcount"]["digest"]
     dags = DagBag(dag_folder=str(DAGS / "wordcount_kubernetes.py"), safe_mode=False)
@@ -76,6 +79,7 @@ def test_kubernetes_dag_pods_are_pinned_restricted_and_valid(
         assert base["image"] == f"{stack.registry}/examples/wordcount@{digest}"
         assert base["imagePullPolicy"] == "IfNotPresent"
         assert sidecar["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert sidecar["image"] == stack.env["IMAGEGATE_BUSYBOX_IMAGE_DIGEST"]
         assert pod["spec"]["securityContext"]["runAsUser"] == 10001
     assert dag.get_task("count_deferrable").deferrable is True
 

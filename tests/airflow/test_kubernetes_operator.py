@@ -4,6 +4,7 @@ validated against the Kubernetes OpenAPI schema (kubernetes-validate) and the re
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -16,6 +17,19 @@ from tests.integration.conftest import Stack
 pytestmark = pytest.mark.integration
 
 K8S_VERSION = "1.30.0"
+
+
+def sidecar_connection(image: str) -> str:
+    """``AIRFLOW_CONN_KUBERNETES_DEFAULT`` naming the provider's XCom sidecar image (its default, alpine, is not reachable here)."""
+    return json.dumps({"conn_type": "kubernetes", "extra": {"xcom_sidecar_container_image": image}})
+
+
+@pytest.fixture(autouse=True)
+def _sidecar_by_tag(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The busybox base by its tag: the operator has to resolve, check and pin it like the task's image."""
+    image = stack.env["IMAGEGATE_BUSYBOX_IMAGE"]
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", sidecar_connection(image))
+    return image
 
 
 def pod_of(**kwargs: Any) -> dict[str, Any]:
@@ -55,6 +69,8 @@ def test_pod_is_pinned_restricted_and_valid(stack: Stack, wordcount: str, deferr
     assert base["image"] == f"{stack.registry}/examples/wordcount@{digest}"
     assert base["imagePullPolicy"] == "IfNotPresent"
     assert sidecar["name"] == "airflow-xcom-sidecar"
+    assert sidecar["image"] == stack.env["IMAGEGATE_BUSYBOX_IMAGE_DIGEST"]  # given by tag, launched by digest
+    assert sidecar["imagePullPolicy"] == "IfNotPresent"
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the image's numeric USER
     assert pod["spec"]["securityContext"]["runAsGroup"] == 10001
     assert pod["metadata"]["annotations"]["imagegate.dev/pinned"] == wordcount
@@ -68,6 +84,41 @@ def test_dry_run_prints_the_report_and_the_pod(stack: Stack, wordcount: str, cap
     out = capsys.readouterr().out
     assert "verdict  passed" in out and "runs as '10001:10001'" in out
     assert "image_pull_policy: IfNotPresent" in out and "@sha256:" in out
+
+
+def test_the_sidecar_image_is_checked_and_refusing_it_creates_nothing(
+    docker_client: Any, stack: Stack, repo: str, wordcount: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_plugin import ImageRefused, ImagegateKubernetesPodOperator
+
+    push_image(docker_client, stack, repo, "latest", "sidecar")
+    sidecar = f"{stack.registry}/{repo}:latest"
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", sidecar_connection(sidecar))
+    op = ImagegateKubernetesPodOperator(task_id="s", image=wordcount, namespace="jobs", do_xcom_push=True)
+    with pytest.raises(ImageRefused) as caught:
+        op.build_pod_request_obj(dry_run=True)
+    assert caught.value.role == "XCom sidecar"
+    assert {r.check for r in caught.value.report.failures} == {"pinned"}
+    assert caught.value.report.reference.endswith(f"{repo}:latest")
+    assert "xcom_sidecar_container_image" in str(caught.value)  # the fix names the setting
+    assert op.imagegate_report is not None and op.imagegate_report.passed  # the task's own image passed
+    # Without do_xcom_push the provider adds no sidecar, so there is nothing more to check.
+    pod = pod_of(image=wordcount, do_xcom_push=False)
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["base"]
+
+
+def test_a_policy_waiver_lets_the_sidecar_pass(
+    docker_client: Any, stack: Stack, repo: str, wordcount: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import imagegate
+
+    digest = push_image(docker_client, stack, repo, "latest", "sidecar-waived")
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", sidecar_connection(f"{stack.registry}/{repo}:latest"))
+    policy = imagegate.Policy.from_mapping({"waivers": [
+        {"reference": f"{stack.registry}/{repo}", "checks": ["pinned"], "reason": "vendor sidecar, pinned next sprint"}
+    ]})
+    pod = pod_of(image=wordcount, do_xcom_push=True, policy=policy)
+    assert pod["spec"]["containers"][1]["image"] == f"{stack.registry}/{repo}@{digest}"
 
 
 @pytest.mark.parametrize(
