@@ -90,6 +90,19 @@ class ImageSource:
             )
 
 
+def init_attributes(operator: Any, **values: Any) -> None:
+    """Set the operator's own constructor arguments without ``BaseOperator.__setattr__``.
+
+    That hook looks up a converter, updates the init-kwargs record and wires XComArg
+    dependencies of template fields, none of which applies inside ``__init__`` (the instance is
+    not yet marked instantiated; Airflow records these kwargs itself when ``__init__`` returns).
+    It costs ~3 µs per attribute, which a DAG file of 100 tasks would otherwise pay 800-1,000
+    times on every parse.
+    """
+    for name, value in values.items():
+        object.__setattr__(operator, name, value)
+
+
 def dag_folder(operator: Any) -> Path:
     """The directory of the DAG file that defines *operator* (lock files and policies are found from here)."""
     dag = getattr(operator, "dag", None) if getattr(operator, "has_dag", lambda: True)() else None

@@ -77,14 +77,17 @@ class ImagegateDockerOperator(DockerOperator):
                 option="privileged",
             )
         super().__init__(image=image or "", **kwargs)
-        self.lock_name = lock_name
-        self.job_dir = job_dir
-        self.repository = repository
-        self.lock_file = lock_file
-        self.build_options = dict(build_options or {})
-        self.policy = policy
-        self.security_opt = list(DEFAULT_SECURITY_OPT if security_opt is None else security_opt)
-        self.cap_drop = list(DEFAULT_CAP_DROP if cap_drop is None else cap_drop)
+        _gate.init_attributes(
+            self,
+            lock_name=lock_name,
+            job_dir=job_dir,
+            repository=repository,
+            lock_file=lock_file,
+            build_options=dict(build_options or {}),
+            policy=policy,
+            security_opt=list(DEFAULT_SECURITY_OPT if security_opt is None else security_opt),
+            cap_drop=list(DEFAULT_CAP_DROP if cap_drop is None else cap_drop),
+        )
         # not templated, so validated now; templated values are validated in execute()
         if not any(isinstance(v, str) and "{{" in v for v in (image, lock_name, job_dir)):
             _gate.ImageSource(image, lock_name, job_dir).validate()

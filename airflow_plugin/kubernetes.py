@@ -85,6 +85,9 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
     template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "lock_name", "job_dir", "repository")
     operator_extra_links = (LaunchedImageLink(),)
     imagegate_gated = True
+    imagegate_report: Report | None  # set by gate()
+    imagegate_sidecar_report: Report | None  # set when the XCom sidecar's image is checked
+    _sidecar_source: str | None
 
     def __init__(
         self,
@@ -103,23 +106,26 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
             if kwargs.get(key):
                 kwargs[key] = [_model(item, model) for item in kwargs[key]]
         super().__init__(image=image, **kwargs)
-        self.lock_name = lock_name
-        self.job_dir = job_dir
-        self.repository = repository
-        self.lock_file = lock_file
-        self.build_options = dict(build_options or {})
-        self.policy = policy
-        self.harden = harden
-        self._given_contexts = (
-            _camel(self.security_context),
-            _camel(self.container_security_context),
-            _camel(self.xcom_sidecar_container_security_context),
+        _gate.init_attributes(
+            self,
+            lock_name=lock_name,
+            job_dir=job_dir,
+            repository=repository,
+            lock_file=lock_file,
+            build_options=dict(build_options or {}),
+            policy=policy,
+            harden=harden,
+            _given_contexts=(
+                _camel(self.security_context),
+                _camel(self.container_security_context),
+                _camel(self.xcom_sidecar_container_security_context),
+            ),
+            imagegate_report=None,
+            imagegate_sidecar_report=None,
+            _sidecar_source=None,
         )
         if not any(isinstance(v, str) and "{{" in v for v in (image, lock_name, job_dir)):
             _gate.ImageSource(image, lock_name, job_dir).validate()
-        self.imagegate_report: Report | None = None
-        self.imagegate_sidecar_report: Report | None = None
-        self._sidecar_source: str | None = None
 
     def _user_override(self) -> str | None:
         pod_sc, container_sc, _ = self._given_contexts
