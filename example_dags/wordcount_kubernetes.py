@@ -2,9 +2,12 @@
 
 Both tasks check the locked image for Kubernetes (numeric non-root USER), launch
 ``REPO@sha256:…`` with ``imagePullPolicy: IfNotPresent`` and the restricted Pod
-Security Standard on the job container and the XCom sidecar. ``count_deferrable``
-waits in the triggerer instead of a worker slot. Without a cluster, see the pod
-with ``task.dry_run()`` (docs/airflow.md).
+Security Standard on the job container and the XCom sidecar. The sidecar's image
+(the Kubernetes connection's ``xcom_sidecar_container_image``; the provider's
+default is ``alpine``, a floating tag) is checked and pinned too, so set it to a
+pinned image in the connection. ``count_deferrable`` waits in the triggerer
+instead of a worker slot. Without a cluster, see the pod with ``task.dry_run()``
+(docs/airflow.md).
 """
 
 from __future__ import annotations
