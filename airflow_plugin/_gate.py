@@ -181,9 +181,7 @@ def run_checks(
     for a refusal, and the task's own *task_report* (the XCom record keeps both).
     """
     report = _core().check(reference, backend=backend, user=user, policy=policy)
-    prefix = f"imagegate: [{role}] " if role else "imagegate: "
-    for line in report.render_text().splitlines():
-        log.info("%s%s", prefix, line)
+    log_report(log, report, role)
     if started is not None:
         log.info("imagegate: gate took %.0f ms", (time.perf_counter() - started) * 1000)
     if not report.passed or report.pinned is None:
@@ -193,6 +191,24 @@ def run_checks(
             push_record(context, report, None)
         raise ImageRefused(report, role=role, fix=fix)
     return report
+
+
+def log_report(log: Any, report: Report, role: str | None = None) -> None:
+    """The readable report in the task log, one line each; a helper container's lines name its *role*."""
+    prefix = f"imagegate: [{role}] " if role else "imagegate: "
+    for line in report.render_text().splitlines():
+        log.info("%s%s", prefix, line)
+
+
+def run_as_user(context: Any) -> str | None:
+    """``runAsUser`` of a security context given as a V1 object or a dict (either spelling), as text."""
+    if context is None:
+        return None
+    if isinstance(context, dict):
+        value = context.get("runAsUser", context.get("run_as_user"))
+    else:
+        value = getattr(context, "run_as_user", None)
+    return None if value is None else str(value)
 
 
 def push_record(

@@ -196,9 +196,7 @@ def _check_and_pin(
             raise
         logger.warning("imagegate (warn): cannot check %s: %s", image, exc)
         return None
-    prefix = f"imagegate: [{role}] " if role else "imagegate: "
-    for line in report.render_text().splitlines():
-        logger.info("%s%s", prefix, line)
+    _gate.log_report(logger, report, role)
     if not report.passed and current == "enforce":
         raise _gate.ImageRefused(report, role=role, fix=SIDECAR_FIX if role == SIDECAR_ROLE else None)
     return report
@@ -213,13 +211,13 @@ def pod_mutation_hook(pod: Any) -> None:
     annotations = (pod.metadata.annotations or {}) if pod.metadata else {}
     if ANNOTATION in annotations:
         return  # built by imagegate's operator: it checks and pins every container itself
-    pod_user = _run_as_user(pod.spec.security_context if pod.spec else None)
     from airflow_plugin import _gate
 
+    pod_user = _gate.run_as_user(pod.spec.security_context if pod.spec else None)
     for index, container in enumerate(pod.spec.containers):
         if index and container.name != SIDECAR_NAME:
             continue  # the provider's pod has the base container and, with do_xcom_push, its sidecar
-        user = _run_as_user(container.security_context)
+        user = _gate.run_as_user(container.security_context)
         user = pod_user if user is None else user
         report = _check_and_pin(container.image, "kubernetes", user, None, current, log,
                                 role=SIDECAR_ROLE if index else None)
@@ -230,13 +228,3 @@ def pod_mutation_hook(pod: Any) -> None:
                 annotations = {**annotations, ANNOTATION: report.pinned}
     pod.metadata.annotations = annotations
 
-
-def _run_as_user(context: Any) -> str | None:
-    """``runAsUser`` of a security context given as a V1 object or a dict (either spelling)."""
-    if context is None:
-        return None
-    if isinstance(context, dict):
-        value = context.get("runAsUser", context.get("run_as_user"))
-    else:
-        value = getattr(context, "run_as_user", None)
-    return None if value is None else str(value)

@@ -195,13 +195,10 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
             return {}
         checked = self.imagegate_sidecar_report
         if checked is None or self._sidecar_source != sidecar.image:  # checked once (dry_run, then the pod)
-            serialized = PodGenerator.serialize_pod(pod)
-            spec = serialized.get("spec", {})
-            container = next(c for c in spec.get("containers", []) if c.get("name") == SIDECAR_NAME)
-            uid = (container.get("securityContext") or {}).get("runAsUser", (spec.get("securityContext") or {}).get("runAsUser"))
+            uid = _gate.run_as_user(sidecar.security_context) or _gate.run_as_user(pod.spec.security_context)
             policy = _gate.load_policy(self.policy, _gate.dag_folder(self))
             checked = _gate.run_checks(
-                sidecar.image, backend="kubernetes", user=None if uid is None else str(uid), policy=policy,
+                sidecar.image, backend="kubernetes", user=uid, policy=policy,
                 log=self.log, context=context, role=SIDECAR_ROLE, task_report=report, fix=SIDECAR_FIX,
             )
             self.imagegate_sidecar_report, self._sidecar_source = checked, sidecar.image
