@@ -44,7 +44,7 @@ from imagegate import RegistryClient, build_image  # noqa: E402
 
 RSS_CHILD = """
 import sys
-from imagegate._context import hash_context
+from imagegate.build._context import hash_context
 print(hash_context(sys.argv[1], use_cache=False).digest)
 """
 

@@ -23,7 +23,6 @@ from imagegate._errors import (
     ImagegateError,
     InsecureRegistry,
     InvalidReference,
-    LintFailed,
     ManifestUnknown,
     PlatformNotFound,
     PolicyError,
@@ -32,33 +31,32 @@ from imagegate._errors import (
     UnsupportedManifest,
 )
 from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform
-from imagegate._lockfile import LOCK_FILE, LockEntry, LockFile, LockFileError, find_lock_file
 from imagegate._policy import Backend, Mode, Policy, Waiver
-from imagegate._reference import (
-    Reference,
-    ReferenceKind,
-    TagClass,
-    TagRules,
-    launch_reference,
-    parse_digest,
-    parse_reference,
-)
+from imagegate._reference import Reference, ReferenceKind, launch_reference, parse_digest, parse_reference
+from imagegate._tags import TagClass, TagRules
 from imagegate._report import CheckResult, Finding, Outcome, Report, Status
 
 if TYPE_CHECKING:
-    from imagegate._build import BuildResult, build_image
-    from imagegate._lint import LintFinding, LintReport, lint_dockerfile
+    from imagegate.build._builder import BuildResult, build_image
+    from imagegate.build._lint import LintFailed, LintFinding, LintReport, lint_dockerfile
+    from imagegate.build._lockfile import LOCK_FILE, LockEntry, LockFile, LockFileError, find_lock_file
     from imagegate._registry import Descriptor, RegistryClient
 
 # Loaded on first use: the registry client pulls in httpx, builds and lint their own modules.
 _LAZY = {
     "RegistryClient": "imagegate._registry",
     "Descriptor": "imagegate._registry",
-    "BuildResult": "imagegate._build",
-    "build_image": "imagegate._build",
-    "LintFinding": "imagegate._lint",
-    "LintReport": "imagegate._lint",
-    "lint_dockerfile": "imagegate._lint",
+    "BuildResult": "imagegate.build._builder",
+    "build_image": "imagegate.build._builder",
+    "LintFailed": "imagegate.build._lint",
+    "LintFinding": "imagegate.build._lint",
+    "LintReport": "imagegate.build._lint",
+    "lint_dockerfile": "imagegate.build._lint",
+    "LOCK_FILE": "imagegate.build._lockfile",
+    "LockEntry": "imagegate.build._lockfile",
+    "LockFile": "imagegate.build._lockfile",
+    "LockFileError": "imagegate.build._lockfile",
+    "find_lock_file": "imagegate.build._lockfile",
 }
 
 __version__ = "0.1.0"

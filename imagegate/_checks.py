@@ -13,7 +13,8 @@ from typing import Callable, Mapping
 
 from imagegate._facts import ImageFacts
 from imagegate._policy import Backend, Mode, Policy
-from imagegate._reference import Reference, TagClass
+from imagegate._reference import Reference
+from imagegate._tags import TagClass
 from imagegate._report import CheckResult, Finding, Outcome, Status
 
 

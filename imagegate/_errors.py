@@ -18,8 +18,8 @@ to match on message text::
     ├── CheckFailed               a check failed under ``enforce``; carries the report
     ├── ContextError              a build context that cannot be sent (also a ValueError)
     ├── DockerfileError           a Dockerfile that cannot be parsed; carries the line
-    ├── LintFailed                lint errors blocked a build under ``checks.lint = "enforce"``
-    └── BuildError                the engine failed to build or push; carries the log
+    ├── BuildError                the engine failed to build or push; carries the log
+    └── LintFailed                lint errors blocked a build (``imagegate.build``, with the lint report)
 
 Secrets never appear in messages: URLs are redacted with :func:`redact_url` and
 credentials are never formatted.
@@ -27,11 +27,10 @@ credentials are never formatted.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from imagegate._lint import LintReport
     from imagegate._report import Report
 
 
@@ -51,11 +50,27 @@ def redact_url(url: str) -> str:
 
 
 class ImagegateError(Exception):
-    """Base class of every error imagegate raises."""
+    """Base class of every error imagegate raises.
+
+    ``exit_status`` is what the command line exits with for it (2: an error; 1: a refusal),
+    and :meth:`to_dict` the JSON the command line prints with ``--json``.
+    """
+
+    exit_status = 2
+    _fields: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": type(self).__name__, "message": str(self)}
+        for name in self._fields:
+            value = getattr(self, name, None)
+            data[name] = list(value) if isinstance(value, tuple) else value
+        return data
 
 
 class InvalidReference(ImagegateError, ValueError):
     """An image reference that does not follow the distribution grammar."""
+
+    _fields = ('reference', 'reason')
 
     def __init__(self, reference: str, reason: str) -> None:
         self.reference = reference
@@ -70,7 +85,10 @@ class InvalidReference(ImagegateError, ValueError):
 class PolicyError(ImagegateError, ValueError):
     """A policy file or policy option that cannot be used."""
 
+    _fields = ('source', 'key')
+
     def __init__(self, message: str, *, source: str | None = None, key: str | None = None) -> None:
+        self.message = message  # without the source and key prefix
         self.source = source
         self.key = key
         where = ""
@@ -83,6 +101,8 @@ class PolicyError(ImagegateError, ValueError):
 
 class CredentialError(ImagegateError):
     """A ``docker-credential-*`` helper could not be run or answered badly."""
+
+    _fields = ('helper', 'registry', 'reason')
 
     def __init__(self, helper: str, registry: str, reason: str) -> None:
         self.helper = helper
@@ -100,6 +120,8 @@ class RegistryError(ImagegateError):
     ``temporary`` is true where retrying later may succeed (429, 5xx, timeouts).
     ``codes`` are the distribution error codes of the body (``MANIFEST_UNKNOWN``…).
     """
+
+    _fields = ('registry', 'url', 'status', 'codes', 'temporary')
 
     def __init__(
         self,
@@ -138,6 +160,8 @@ class ManifestUnknown(RegistryError):
 class DigestMismatch(RegistryError):
     """Bytes received from the registry do not hash to the digest asked for."""
 
+    _fields = ('registry', 'url', 'status', 'codes', 'temporary', 'expected', 'actual')
+
     def __init__(self, *, registry: str, url: str, expected: str, actual: str) -> None:
         self.expected = expected
         self.actual = actual
@@ -152,6 +176,8 @@ class DigestMismatch(RegistryError):
 class UnsupportedManifest(RegistryError):
     """A manifest media type imagegate cannot read."""
 
+    _fields = ('registry', 'url', 'status', 'codes', 'temporary', 'media_type')
+
     def __init__(self, *, registry: str, url: str, media_type: str) -> None:
         self.media_type = media_type
         super().__init__(
@@ -164,6 +190,8 @@ class UnsupportedManifest(RegistryError):
 
 class PlatformNotFound(RegistryError):
     """The image index lists no manifest for the platform asked for."""
+
+    _fields = ('registry', 'url', 'status', 'codes', 'temporary', 'reference', 'platform', 'available')
 
     def __init__(self, *, registry: str, reference: str, platform: str, available: Sequence[str]) -> None:
         self.reference = reference
@@ -180,6 +208,11 @@ class PlatformNotFound(RegistryError):
 class CheckFailed(ImagegateError):
     """At least one check failed under ``enforce``; nothing may be launched."""
 
+    exit_status = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "report": self.report.to_dict()}
+
     def __init__(self, report: Report) -> None:
         self.report = report
         failed = ", ".join(r.check for r in report.failures)
@@ -189,6 +222,8 @@ class CheckFailed(ImagegateError):
 class ContextError(ImagegateError, ValueError):
     """A build context (or a file in it) that cannot be read, hashed or sent."""
 
+    _fields = ('path',)
+
     def __init__(self, message: str, *, path: str) -> None:
         self.path = path
         super().__init__(f"{path}: {message}")
@@ -197,6 +232,8 @@ class ContextError(ImagegateError, ValueError):
 class DockerfileError(ImagegateError, ValueError):
     """A Dockerfile that is missing or does not parse; ``line`` is 1-based (0: the whole file)."""
 
+    _fields = ('path', 'line')
+
     def __init__(self, message: str, *, path: str, line: int = 0) -> None:
         self.path = path
         self.line = line
@@ -204,19 +241,10 @@ class DockerfileError(ImagegateError, ValueError):
         super().__init__(f"{where}: {message}")
 
 
-class LintFailed(ImagegateError):
-    """The Dockerfile has lint errors and the policy's ``lint`` mode is ``enforce``; nothing was built."""
-
-    def __init__(self, report: LintReport) -> None:
-        self.report = report
-        super().__init__(
-            f"{report.dockerfile}: lint errors block the build "
-            '(set checks.lint = "warn" in the policy to build anyway)\n' + report.render_text()
-        )
-
-
 class BuildError(ImagegateError):
     """The engine failed to build, tag or push the image; ``log`` holds its output."""
+
+    _fields = ('stage',)
 
     def __init__(self, message: str, *, log: Sequence[str] = (), stage: str = "build") -> None:
         self.log = tuple(log)

@@ -37,7 +37,8 @@ from typing import Any, Iterable, Mapping
 
 from imagegate._errors import PolicyError
 from imagegate._facts import DEFAULT_PLATFORM, Platform
-from imagegate._reference import Reference, TagRules
+from imagegate._reference import Reference
+from imagegate._tags import TagRules
 
 CHECK_IDS = ("registry", "pinned", "non-root", "lint")  # lint: whether Dockerfile lint errors block a build
 POLICY_FILE = "imagegate.toml"

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from imagegate import __version__
 from imagegate._api import check, resolve
-from imagegate._errors import ImagegateError, LintFailed, RegistryError
+from imagegate._errors import ImagegateError
 from imagegate._policy import Backend, Policy, merge_insecure
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -118,8 +118,8 @@ def _printer(stream: Any = None) -> Callable[[str], None]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from imagegate._build import build_image
-    from imagegate._context import parse_size
+    from imagegate.build._builder import build_image
+    from imagegate.build._context import parse_size
 
     if (args.lock is None) != (args.name is None):
         raise UsageError("--lock FILE and --name NAME go together")
@@ -152,7 +152,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from imagegate._lint import lint_dockerfile
+    from imagegate.build._lint import lint_dockerfile
 
     path = Path(args.path)
     if path.is_file():
@@ -169,18 +169,6 @@ def _client(insecure: Sequence[str], ca_file: str | None) -> Any:
     return RegistryClient(insecure_registries=insecure, ca_file=ca_file)
 
 
-def _error_json(exc: ImagegateError) -> dict[str, Any]:
-    data: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
-    if isinstance(exc, RegistryError):
-        data.update(registry=exc.registry, url=exc.url, status=exc.status, codes=list(exc.codes), temporary=exc.temporary)
-    for attribute in ("path", "line", "stage"):
-        if hasattr(exc, attribute):
-            data[attribute] = getattr(exc, attribute)
-    if isinstance(exc, LintFailed):
-        data["lint"] = exc.report.to_dict()
-    return {"error": data}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -191,16 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "lint":
             return _lint(args)
         return _check(args)
-    except LintFailed as exc:
-        if args.json:
-            print(json.dumps(_error_json(exc), indent=2))
-        print(f"imagegate: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except ImagegateError as exc:
         if args.json:
-            print(json.dumps(_error_json(exc), indent=2))
-        print(f"imagegate: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+            print(json.dumps({"error": exc.to_dict()}, indent=2))
+        kind = "error: " if exc.exit_status == EXIT_ERROR else ""
+        print(f"imagegate: {kind}{exc}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         return 130
 

@@ -384,7 +384,7 @@ def moby_walk(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_dockerignore_walk_matches_moby(moby_walk: Path, tmp_path: Path) -> None:
-    from imagegate._context import scan_context
+    from imagegate.build._context import scan_context
     from tests.unit.test_context import PATTERNS, TREE, WALKS, make_tree
 
     cases = [ignore for ignore, _, _ in WALKS] + [ignore for ignore, _, _ in PATTERNS]

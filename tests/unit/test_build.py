@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from imagegate import ContextError, TagRules
-from imagegate._build import _inputs_digest, _tag, content_tag, write_tar
-from imagegate._context import hash_context
+from imagegate.build._builder import _inputs_digest, _tag, content_tag, write_tar
+from imagegate.build._context import hash_context
 from imagegate.cli import _printer
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from imagegate import ContextError
-from imagegate._context import (
+from imagegate.build._context import (
     IgnoreRules,
     StatCache,
     go_clean,
@@ -281,7 +281,7 @@ def test_fifo_is_refused(tmp_path: Path) -> None:
 UNREADABLE = """
 import sys
 from imagegate import ContextError
-from imagegate._context import hash_context
+from imagegate.build._context import hash_context
 try:
     hash_context(sys.argv[1], use_cache=False)
 except ContextError as exc:

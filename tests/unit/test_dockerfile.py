@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagegate import DockerfileError
-from imagegate._dockerfile import parse, parse_file, substitute
+from imagegate.build._dockerfile import parse, parse_file, substitute
 
 DIGEST = "sha256:" + "a" * 64
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagegate import DockerfileError, LintReport, lint_dockerfile
-from imagegate._lint import RULES, find_hadolint
+from imagegate.build._lint import RULES, find_hadolint
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32

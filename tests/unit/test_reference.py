@@ -23,12 +23,8 @@ from hypothesis import strategies as st
 import imagegate._reference as reference_module
 from imagegate._errors import InvalidReference, PolicyError
 from imagegate._reference import (
-    DEFAULT_IMMUTABLE_TAGS,
-    DEFAULT_MUTABLE_TAGS,
     Reference,
     ReferenceKind,
-    TagClass,
-    TagRules,
     parse_digest,
     parse_reference,
 )
@@ -225,9 +221,7 @@ def test_frozen_and_hashable() -> None:
 
 def test_pickles() -> None:
     ref = parse_reference(f"r.io/team/etl:1@{D64}")
-    rules = TagRules.default().extended(mutable=["prod"])
     assert pickle.loads(pickle.dumps(ref)) == ref
-    assert pickle.loads(pickle.dumps(rules)).classify("prod")[0] is TagClass.MUTABLE
 
 
 def test_constructor_normalises_and_validates() -> None:
@@ -469,161 +463,6 @@ def test_parse_agrees_with_docker_on_any_text(text: str) -> None:
     docker = docker_parse(text)
     got = None if ref is None else (ref.registry, ref.repository, ref.tag, ref.digest)
     assert got == docker or (got is None and documented_refusal(text, docker))
-
-
-# --- tag rules ---------------------------------------------------------------------------
-MUTABLE = [
-    (None, "no tag"),
-    ("latest", "whatever was pushed last"),
-    ("latest-alpine", "'latest' variant"),
-    ("alpine-latest", "'latest' variant"),
-    ("3.13-latest", "'latest' variant"),
-    ("main", "channel"),
-    ("master", "channel"),
-    ("develop", "channel"),
-    ("stable", "channel"),
-    ("edge", "channel"),
-    ("nightly", "channel"),
-    ("canary", "channel"),
-    ("rc", "channel"),
-    ("trunk", "channel"),
-    ("stable-slim", "channel"),
-    ("3", "major-only"),
-    ("v2", "major-only"),
-    ("2024", "major-only"),
-    ("3.13", "tag '3.13' is minor-only: it moves with every patch release"),
-    ("v1.25", "minor-only"),
-    ("24.04", "minor-only"),
-    ("slim", "variant name without a version"),
-    ("alpine", "variant name without a version"),
-    ("bookworm", "variant name without a version"),
-    ("bookworm-slim", "variant name without a version"),
-    ("alpine3.20", "variant name without a version"),
-    ("3-slim", "major or minor version with a variant"),
-    ("3.13-alpine", "major or minor version with a variant"),
-    ("v1-bookworm", "major or minor version with a variant"),
-    ("3.13-slim-bookworm", "major or minor version with a variant"),
-    ("21-jdk", "major or minor version with a variant"),
-]
-IMMUTABLE = [
-    ("c-daaf71444b03b58e9e00", "imagegate build tag"),
-    ("g-0123456789ab", "imagegate build tag"),
-    ("g-0123456789ab-dirty-0123456789ab", "imagegate build tag"),
-    ("g-0123456789ab-c-daaf71444b03b58e9e00", "imagegate build tag"),
-    ("1.2.3", "full version"),
-    ("v1.2.3", "full version"),
-    ("1.2.3-rc.1", "full version"),
-    ("1.2.3_build.5", "full version"),
-    ("3.13.1-slim-bookworm", "full version"),
-    ("1.25.3-alpine3.20", "full version"),
-    ("1.2.3.4", "full version"),
-    ("release-1.2.3", "full version"),
-    ("abc1234", "git commit"),
-    ("sha-abc1234", "git commit"),
-    ("gabc1234", "git commit"),
-    ("main-abc1234", "git commit"),
-    ("0123456789abcdef0123456789abcdef01234567", "git commit"),
-    ("build-123", "build number"),
-    ("b123", "build number"),
-    ("123-abcdef0", "build number"),
-    ("ci-4521", "build number"),
-    ("12345", "build number"),
-    ("20241127", "date stamp"),
-    ("2024-11-27", "date stamp"),
-    ("20241127T101500Z", "date stamp"),
-    ("2024.11.27", "date stamp"),
-    ("nightly-20241127", "date stamp"),
-    ("main-2024-11-27-abc1234", "date stamp"),
-]
-UNKNOWN = ["foo", "deadbeef", "prod", "my-feature", "2024-13-01x", "abc123", ""]
-
-
-@pytest.mark.parametrize(("tag", "reason"), MUTABLE)
-def test_default_mutable(tag: str | None, reason: str) -> None:
-    kind, why = TagRules.default().classify(tag)
-    assert kind is TagClass.MUTABLE
-    assert reason in why
-    if tag is not None:
-        assert repr(tag) in why
-
-
-@pytest.mark.parametrize(("tag", "reason"), IMMUTABLE)
-def test_default_immutable(tag: str, reason: str) -> None:
-    kind, why = TagRules.default().classify(tag)
-    assert kind is TagClass.IMMUTABLE
-    assert reason in why and repr(tag) in why and "digest" in why
-
-
-@pytest.mark.parametrize("tag", UNKNOWN)
-def test_default_unknown(tag: str) -> None:
-    kind, why = TagRules.default().classify(tag)
-    assert kind is TagClass.UNKNOWN
-    assert repr(tag) in why
-
-
-def test_default_rules_are_the_dataclass_defaults() -> None:
-    assert TagRules() == TagRules.default()
-    assert TagRules.default() is TagRules.default()
-    assert TagRules.default().mutable == DEFAULT_MUTABLE_TAGS
-    assert TagRules.default().immutable == DEFAULT_IMMUTABLE_TAGS
-    hash(TagRules.default())
-
-
-def test_every_default_rule_has_a_table_row() -> None:
-    rules = TagRules.default()
-    for patterns, rows in ((rules.mutable, MUTABLE), (rules.immutable, IMMUTABLE)):
-        for pattern in patterns:
-            assert any(tag is not None and re.fullmatch(pattern, tag) for tag, _ in rows), pattern
-
-
-def test_extended_rules() -> None:
-    rules = TagRules.default().extended(mutable=[r"prod(-.+)?"], immutable=(r"rel-\d+", r"1\.2\.3"))
-    assert rules.classify("prod") == (TagClass.MUTABLE, "tag 'prod' matches the mutable pattern 'prod(-.+)?'")
-    assert rules.classify("prod-eu")[0] is TagClass.MUTABLE
-    kind, why = rules.classify("rel-42")
-    assert kind is TagClass.IMMUTABLE and "immutable pattern 'rel-\\\\d+'" in why
-    assert rules.classify("1.2.3")[1].startswith("tag '1.2.3' is a full version")  # defaults keep their reasons
-    assert rules.immutable.count(r"1\.2\.3") == 1 or r"1\.2\.3" not in DEFAULT_IMMUTABLE_TAGS
-    assert rules.mutable[: len(DEFAULT_MUTABLE_TAGS)] == DEFAULT_MUTABLE_TAGS
-    assert TagRules.default().classify("prod")[0] is TagClass.UNKNOWN  # the original is unchanged
-
-
-def test_mutable_wins_over_immutable() -> None:
-    rules = TagRules.default().extended(immutable=[r"v\d+", r"latest"])
-    assert rules.classify("v3")[0] is TagClass.MUTABLE
-    assert rules.classify("latest")[0] is TagClass.MUTABLE
-    assert TagRules.default().classify("1.2.3-latest")[0] is TagClass.MUTABLE
-
-
-def test_replacing_the_defaults() -> None:
-    rules = TagRules(mutable=(), immutable=(r"v\d+",))
-    assert rules.classify("v3")[0] is TagClass.IMMUTABLE
-    assert rules.classify("latest")[0] is TagClass.UNKNOWN
-    assert rules.classify(None)[0] is TagClass.MUTABLE
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"mutable": ["ok", "("]}, "mutable tag pattern '(' is not a valid regular expression"),
-        ({"immutable": ["[a-"]}, "immutable tag pattern '[a-' is not a valid regular expression"),
-        ({"mutable": "latest"}, "must be a list"),
-        ({"immutable": [3]}, "must be a string"),
-        ({"mutable": 3}, "must be a list"),
-    ],
-)
-def test_bad_user_patterns(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(PolicyError) as caught:
-        TagRules.default().extended(**kwargs)  # type: ignore[arg-type]
-    assert message in str(caught.value)
-
-
-def test_bad_pattern_error_names_its_position() -> None:
-    with pytest.raises(PolicyError) as caught:
-        TagRules.default().extended(mutable=["ok", "("])
-    assert caught.value.key == "mutable-tags[1]"
-    with pytest.raises(PolicyError, match="not a valid regular expression"):
-        TagRules(immutable=("(",))
 
 
 # --- module hygiene ------------------------------------------------------------------------

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from imagegate._api import shared_client
-from imagegate._context import ContextDigest, hash_context, parse_size, scan_context
-from imagegate._dockerfile import Dockerfile, parse_file
-from imagegate._errors import BuildError, ContextError, DockerfileError, InvalidReference, LintFailed, ManifestUnknown
-from imagegate._lint import LintReport, dockerfile_path, lint_dockerfile
-from imagegate._lockfile import LockFile
+from imagegate.build._context import ContextDigest, hash_context, parse_size, scan_context
+from imagegate.build._dockerfile import Dockerfile, parse_file
+from imagegate._errors import BuildError, ContextError, DockerfileError, InvalidReference, ManifestUnknown
+from imagegate.build._lint import LintFailed, LintReport, dockerfile_path, lint_dockerfile
+from imagegate.build._lockfile import LockFile
 from imagegate._policy import Mode, Policy
 from imagegate._reference import Reference, parse_reference
 

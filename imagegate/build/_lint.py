@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
-from imagegate._context import IgnoreRules, human_bytes, scan_context
-from imagegate._dockerfile import Dockerfile, Instruction, Stage, parse_file
-from imagegate._errors import InvalidReference
+from imagegate.build._context import IgnoreRules, human_bytes, scan_context
+from imagegate.build._dockerfile import Dockerfile, Instruction, Stage, parse_file
+from imagegate._errors import ImagegateError, InvalidReference
 from imagegate._reference import parse_reference
 
 RULES: Mapping[str, tuple[str, str]] = {
@@ -77,6 +77,22 @@ _REQUIRED_IGNORES: tuple[tuple[str, tuple[str, ...], str], ...] = (
 _DATA_NAMES = {"data", "datasets", "dataset", "models", "checkpoints", "outputs", "output", "logs", "tmp", ".cache", "cache"}
 _DATA_MIN = 1 << 20  # a data-named directory over 1 MiB
 _BIG_DIR = 100 << 20  # any directory over 100 MiB
+
+
+class LintFailed(ImagegateError):
+    """The Dockerfile has lint errors and the policy's ``lint`` mode is ``enforce``; nothing was built."""
+
+    exit_status = 1
+
+    def __init__(self, report: LintReport) -> None:
+        self.report = report
+        super().__init__(
+            f"{report.dockerfile}: lint errors block the build "
+            '(set checks.lint = "warn" in the policy to build anyway)\n' + report.render_text()
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "lint": self.report.to_dict()}
 
 
 @dataclass(frozen=True)
