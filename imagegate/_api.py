@@ -12,11 +12,12 @@ import threading
 from typing import TYPE_CHECKING
 
 from imagegate._checks import CheckInput, evaluate
-from imagegate._errors import CheckFailed
+from imagegate._errors import CheckFailed, typed_errors
 from imagegate._facts import ImageFacts, Platform
 from imagegate._policy import Backend, Mode, Policy
 from imagegate._reference import Reference, parse_reference
 from imagegate._report import Report
+from imagegate._user import is_root, parse_user
 
 if TYPE_CHECKING:
     from imagegate._registry import RegistryClient
@@ -47,6 +48,7 @@ def _platform(platform: str | Platform | None, policy: Policy) -> Platform:
     return platform if isinstance(platform, Platform) else Platform.parse(platform)
 
 
+@typed_errors
 def resolve(
     reference: str | Reference,
     *,
@@ -65,6 +67,7 @@ def resolve(
     return ref.with_digest(client.resolve(ref).digest)
 
 
+@typed_errors
 def inspect(
     reference: str | Reference,
     *,
@@ -76,6 +79,7 @@ def inspect(
     return (client or shared_client()).inspect(ref, _platform(platform, Policy()))
 
 
+@typed_errors
 def check(
     reference: str | Reference,
     *,
@@ -102,21 +106,34 @@ def check(
         and not policy.registry_allowed(ref.registry)
         and policy.waiver_for(ref, "registry", today) is None
     )
+    passwd = None
     if not refused:
         client = client or shared_client(policy.insecure_registries)
         facts = client.inspect(ref, chosen)
-    results = evaluate(CheckInput(reference=ref, facts=facts, backend=mode, policy=policy, user=user), today)
+        if _needs_passwd(facts, mode, user, policy):
+            passwd = client.passwd(facts)
+    data = CheckInput(reference=ref, facts=facts, backend=mode, policy=policy, user=user, passwd=passwd)
     return Report(
         reference=str(reference) if isinstance(reference, str) else ref.familiar,
         pinned=facts.pinned.familiar if facts else None,
         backend=mode.value,
         platform=str(facts.platform if facts else chosen),
-        results=results,
+        results=evaluate(data, today),
         user=user if user is not None else (facts.user if facts else None),
         facts=facts.to_dict() if facts else None,
+        notices=policy.notices(),
     )
 
 
+def _needs_passwd(facts: ImageFacts, backend: Backend, user: str | None, policy: Policy) -> bool:
+    """Docker resolves a user name through the image's /etc/passwd; only then is it read (layers are big)."""
+    if backend is not Backend.DOCKER or policy.mode("non-root") is Mode.OFF or not policy.resolve_user_names:
+        return False
+    spec = parse_user(facts.user if user is None else user)
+    return spec.is_named and not is_root(spec)
+
+
+@typed_errors
 def enforce(
     reference: str | Reference,
     *,

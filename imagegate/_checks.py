@@ -15,6 +15,7 @@ from imagegate._facts import ImageFacts
 from imagegate._policy import Backend, Mode, Policy
 from imagegate._reference import Reference
 from imagegate._tags import TagClass
+from imagegate._user import MAX_UID, PasswdLookup, UserSpec, is_root, parse_user, resolve_name, runtime_uid
 from imagegate._report import CheckResult, Finding, Outcome, Status
 
 
@@ -24,7 +25,8 @@ class CheckInput:
 
     ``facts`` is None when the image was not fetched (e.g. its registry is not
     allowed); ``user`` is a runtime override (Docker ``user=``, Kubernetes
-    ``runAsUser``), checked instead of the image's USER when set.
+    ``runAsUser``), checked instead of the image's USER when set; ``passwd`` is the
+    image's ``/etc/passwd`` when the user is a name to resolve (Docker).
     """
 
     reference: Reference
@@ -32,6 +34,7 @@ class CheckInput:
     backend: Backend
     policy: Policy
     user: str | None = None
+    passwd: PasswdLookup | None = None
 
 
 def check_registry(data: CheckInput) -> Finding:
@@ -84,48 +87,108 @@ def check_pinned(data: CheckInput) -> Finding:
 
 
 def is_root_user(user: str | None) -> bool:
-    """True for ``None``, ``""``, ``0``, ``root``, ``0:0``, ``root:root``, ``0:…``: root in the container."""
+    """True when *user* itself means root to the engine: unset, ``""``, ``root``, or a uid that Go's
+    ``Atoi`` reads as 0 modulo 2**32 (``0``, ``+0``, ``-0``, ``000``, ``0:0``, ``4294967296``…).
+
+    A spelling the engine would read ambiguously (whitespace, a second ``:``, ``+1000``) counts as
+    root here: it is not safe. A name other than ``root`` may still be uid 0 in the image's
+    ``/etc/passwd``; the ``non-root`` check looks that up, this function cannot.
+    """
     if user is None:
         return True
-    name = user.strip().partition(":")[0]
-    return name in ("", "root") or (name.isdigit() and int(name) == 0)
+    spec = parse_user(user)
+    return spec.problem is not None or is_root(spec)
 
 
 def numeric_ids(user: str | None) -> tuple[int | None, int | None]:
-    """(uid, gid) of a ``USER`` value where numeric: ``10001:10001`` → (10001, 10001); ``app`` → (None, None).
+    """(uid, gid) of a ``USER`` value where plainly numeric: ``10001:10001`` -> (10001, 10001); ``app`` -> (None, None).
 
     What a runtime can set as ``runAsUser``/``runAsGroup``; the kubelet can verify only a numeric user.
+    Spellings the engine reads differently from how they look (``+1000``, ``01000``) give None.
     """
-    name, _, group = (user or "").strip().partition(":")
-    return (int(name) if name.isdigit() else None, int(group) if group.isdigit() else None)
+    spec = parse_user(user)
+    uid = spec.canonical_uid
+    gid = None
+    if spec.problem is None and spec.group is not None:
+        group = parse_user(spec.group)
+        gid = group.canonical_uid if group.group is None else None
+    return uid, gid
 
 
 def check_non_root(data: CheckInput) -> Finding:
-    """The container's user is set and is not root; numeric for Kubernetes."""
+    """The container's user is set and is not root — as the runtime reads it; numeric for Kubernetes."""
     if data.user is not None:
         user, origin = data.user, "the runtime user override"
     elif data.facts is not None:
         user, origin = data.facts.user, "the image's USER"
     else:
         return Finding("non-root", Status.CONCERN, "not checked: the image was not fetched")
+    fix = (
+        "add `USER 10001` (a numeric, non-root UID) to the Dockerfile"
+        if data.user is None
+        else "drop the root user override, or use a non-root numeric UID"
+    )
+    spec = parse_user(user)
     shown = f"{user!r}" if user else "unset (root)"
-    if is_root_user(user):
+    if spec.problem is not None:
+        return Finding("non-root", Status.VIOLATION, f"{origin} is {shown}: {spec.problem}", fix)
+    if is_root(spec):
+        return Finding("non-root", Status.VIOLATION, f"{origin} is {shown}: the container would run as root", fix)
+    if data.backend is Backend.KUBERNETES:
+        if spec.uid is None:
+            return Finding(
+                "non-root",
+                Status.VIOLATION,
+                f"{origin} is {shown}, not numeric: the kubelet cannot verify runAsNonRoot and will not start the pod",
+                "use a numeric UID (`USER 10001`, or `USER 10001:10001`) in the Dockerfile, or set runAsUser",
+            )
+        return Finding("non-root", Status.OK, f"runs as {user!r} ({origin})")
+    if spec.uid is not None:
+        return Finding("non-root", Status.OK, f"runs as {user!r} ({origin})")
+    return _named_user(data, spec, origin, shown)
+
+
+def _named_user(data: CheckInput, spec: UserSpec, origin: str, shown: str) -> Finding:
+    """Docker resolves a user name in the image's /etc/passwd: so do we, and refuse what we cannot resolve."""
+    numeric = "use the numeric UID (`USER 10001:10001`), which needs no lookup"
+    if not data.policy.resolve_user_names:
         return Finding(
-            "non-root",
-            Status.VIOLATION,
-            f"{origin} is {shown}: the container would run as root",
-            "add `USER 10001` (a numeric, non-root UID) to the Dockerfile"
-            if data.user is None
-            else "drop the root user override, or use a non-root numeric UID",
+            "non-root", Status.VIOLATION,
+            f"{origin} is {shown}, a name, and the policy refuses names (resolve-user-names = false)", numeric,
         )
-    if data.backend is Backend.KUBERNETES and numeric_ids(user)[0] is None:
+    lookup = data.passwd
+    if lookup is None:
+        return Finding("non-root", Status.VIOLATION, f"{origin} is {shown}, a name that was not resolved", numeric)
+    if lookup.problem is not None:
         return Finding(
-            "non-root",
-            Status.VIOLATION,
-            f"{origin} is {shown}, not numeric: the kubelet cannot verify runAsNonRoot and will not start the pod",
-            f"use a numeric UID (`USER 10001`, or `USER 10001:10001`) in the Dockerfile, or set runAsUser",
+            "non-root", Status.VIOLATION,
+            f"{origin} is {shown}, a name, and the image's /etc/passwd cannot be read safely ({lookup.problem})",
+            numeric,
         )
-    return Finding("non-root", Status.OK, f"runs as {user!r} ({origin})")
+    if lookup.entries is None:
+        return Finding(
+            "non-root", Status.VIOLATION,
+            f"{origin} is {shown}, but the image has no /etc/passwd: the engine cannot start it", numeric,
+        )
+    entry = resolve_name(spec.user, lookup.entries)
+    if entry is None:
+        return Finding(
+            "non-root", Status.VIOLATION,
+            f"{origin} is {shown}, which is not in the image's /etc/passwd: the engine cannot start it", numeric,
+        )
+    uid = runtime_uid(entry.uid)
+    if uid == 0:
+        return Finding(
+            "non-root", Status.VIOLATION,
+            f"{origin} is {shown}, which the image's /etc/passwd maps to uid {entry.uid}: the engine runs it as root",
+            "give the user a non-root UID, or use `USER 10001:10001`",
+        )
+    if not 0 < entry.uid <= MAX_UID:
+        return Finding(
+            "non-root", Status.VIOLATION,
+            f"{origin} is {shown}, uid {entry.uid} in the image's /etc/passwd, outside 1..{MAX_UID}", numeric,
+        )
+    return Finding("non-root", Status.OK, f"runs as {spec.text!r} = uid {uid} ({origin}, from the image's /etc/passwd)")
 
 
 CHECKS: Mapping[str, Callable[[CheckInput], Finding]] = {
@@ -148,9 +211,11 @@ def apply_policy(finding: Finding, data: CheckInput, today: dt.date | None = Non
     if waiver is not None:
         until = f" (until {waiver.expires})" if waiver.expires else ""
         return CheckResult(finding.check, Outcome.WAIVED, mode.value, finding.message, finding.fix, waiver.reason + until)
+    expired = data.policy.expired_waiver_for(data.reference, finding.check, today)
+    note = f"a waiver for this expired on {expired.expires} ({expired.reason}); renew it or fix the image" if expired else None
     if finding.status is Status.VIOLATION and mode is Mode.ENFORCE:
-        return CheckResult(finding.check, Outcome.FAIL, mode.value, finding.message, finding.fix)
-    return CheckResult(finding.check, Outcome.WARN, mode.value, finding.message, finding.fix)
+        return CheckResult(finding.check, Outcome.FAIL, mode.value, finding.message, finding.fix, note=note)
+    return CheckResult(finding.check, Outcome.WARN, mode.value, finding.message, finding.fix, note=note)
 
 
 def evaluate(data: CheckInput, today: dt.date | None = None) -> tuple[CheckResult, ...]:

@@ -13,9 +13,11 @@ to match on message text::
     │   ├── AuthenticationError   401/403 after trying the credentials we have
     │   ├── ManifestUnknown       the tag or digest does not exist (404)
     │   ├── DigestMismatch        bytes received do not hash to the digest asked for
+    │   ├── MalformedResponse     a document that is malformed or ambiguous (duplicate keys, bad digests…)
     │   ├── UnsupportedManifest   a media type we cannot read (e.g. schema 1)
     │   └── PlatformNotFound      the index has no manifest for the platform asked for
     ├── CheckFailed               a check failed under ``enforce``; carries the report
+    ├── UnexpectedError           anything else went wrong inside imagegate (a bug): the cause is chained
     ├── ContextError              a build context that cannot be sent (also a ValueError)
     ├── DockerfileError           a Dockerfile that cannot be parsed; carries the line
     ├── BuildError                the engine failed to build or push; carries the log
@@ -27,7 +29,8 @@ credentials are never formatted.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
@@ -173,15 +176,20 @@ class DigestMismatch(RegistryError):
         )
 
 
+class MalformedResponse(RegistryError):
+    """The registry sent a document that is malformed, mistyped or ambiguous: refused, never guessed at."""
+
+
 class UnsupportedManifest(RegistryError):
     """A manifest media type imagegate cannot read."""
 
     _fields = ('registry', 'url', 'status', 'codes', 'temporary', 'media_type')
 
-    def __init__(self, *, registry: str, url: str, media_type: str) -> None:
+    def __init__(self, *, registry: str, url: str, media_type: str, reason: str | None = None) -> None:
         self.media_type = media_type
+        what = reason or f"unsupported manifest media type {media_type!r}"
         super().__init__(
-            f"unsupported manifest media type {media_type!r} at {redact_url(url)}; "
+            f"{what} at {redact_url(url)}; "
             "re-push the image with a current Docker or BuildKit (OCI or Docker schema 2)",
             registry=registry,
             url=url,
@@ -217,6 +225,40 @@ class CheckFailed(ImagegateError):
         self.report = report
         failed = ", ".join(r.check for r in report.failures)
         super().__init__(f"image {report.reference} refused by checks: {failed}\n{report.render_text()}")
+
+
+class UnexpectedError(ImagegateError):
+    """An error imagegate did not expect (a bug): wrapped so that only imagegate's errors escape its API.
+
+    The original exception is ``__cause__``; ``kind`` names its type.
+    """
+
+    _fields = ("kind",)
+
+    def __init__(self, cause: BaseException) -> None:
+        self.kind = type(cause).__name__
+        super().__init__(
+            f"imagegate failed unexpectedly ({self.kind}: {str(cause)[:200]}); nothing was launched. "
+            "Please report it with the output of --debug"
+        )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def typed_errors(function: F) -> F:
+    """Let only :class:`ImagegateError` escape *function*: anything else becomes :class:`UnexpectedError`."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ImagegateError:
+            raise
+        except Exception as exc:
+            raise UnexpectedError(exc) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 class ContextError(ImagegateError, ValueError):

@@ -63,7 +63,8 @@ class ImageFacts:
     ``digest`` is what gets launched: the index digest for a multi-platform image,
     else the manifest digest. ``manifest_digest`` and ``config_digest`` identify
     the platform image whose config was read. Environment *values* are never
-    kept, only their names.
+    kept, only their names; secret-looking label values and arguments of
+    ``entrypoint``/``cmd``/``healthcheck`` are already redacted (``<redacted>``).
     """
 
     reference: Reference
@@ -108,45 +109,3 @@ class ImageFacts:
             "env_names": list(self.env_names),
             "created": self.created,
         }
-
-
-def facts_from_config(
-    config: Mapping[str, Any],
-    *,
-    reference: Reference,
-    digest: str,
-    media_type: str,
-    manifest_digest: str,
-    config_digest: str,
-    platform: Platform,
-    platforms: tuple[Platform, ...] = (),
-) -> ImageFacts:
-    """Build :class:`ImageFacts` from a decoded image config (OCI or Docker)."""
-    inner = config.get("config") or {}
-    env = inner.get("Env") or ()
-    health = inner.get("Healthcheck") or {}
-    health_test = health.get("Test")
-    return ImageFacts(
-        reference=reference,
-        digest=digest,
-        media_type=media_type,
-        manifest_digest=manifest_digest,
-        config_digest=config_digest,
-        platform=platform,
-        platforms=platforms,
-        user=inner.get("User"),
-        entrypoint=_strings(inner.get("Entrypoint")),
-        cmd=_strings(inner.get("Cmd")),
-        healthcheck=_strings(health_test) if health_test and health_test != ["NONE"] else None,
-        labels={str(k): str(v) for k, v in (inner.get("Labels") or {}).items()},
-        env_names=tuple(str(item).split("=", 1)[0] for item in env),
-        created=config.get("created"),
-    )
-
-
-def _strings(value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return (value,)
-    return tuple(str(v) for v in value)

@@ -6,17 +6,19 @@ Defaults live here and only here. A policy comes from a TOML file of its own
 
     platform = "linux/amd64"
     resolve-mutable-tags = false          # true: launch a mutable tag by its digest, with a warning
-    allowed-registries = ["registry.example.com", "*.dkr.ecr.*.amazonaws.com"]
+    allowed-registries = ["registry.example.com", "*.dkr.ecr.*.amazonaws.com"]   # globs: only * is special
     insecure-registries = []              # plain-http hosts besides loopback
-    mutable-tags = ["prod", "prod-.*"]    # extra regexes (full match)
+    mutable-tags = ["prod", "prod-.*"]    # extra RE2 regexes (full match)
     immutable-tags = ["rel-\\d+"]
+    resolve-user-names = true             # Docker: USER app is resolved in the image's /etc/passwd (false: refused)
+    allowed-capabilities = []             # capabilities a task may add back (cap_add / capabilities.add)
 
     [checks]                              # [tool.imagegate.checks] in pyproject.toml
     pinned = "enforce"                    # enforce | warn | off
     non-root = "warn"
     lint = "enforce"                      # builds: lint errors block the build (warn: report, build anyway)
 
-    [[waivers]]
+    [[waivers]]                           # checks is required: a list, or ["*"] (every report warns then)
     reference = "registry.example.com/vendor/*"
     checks = ["non-root"]
     reason = "vendor image runs as root; ticket OPS-12"
@@ -30,13 +32,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import fnmatch
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from imagegate._errors import PolicyError
 from imagegate._facts import DEFAULT_PLATFORM, Platform
+from imagegate._patterns import Glob
 from imagegate._reference import Reference
 from imagegate._tags import TagRules
 
@@ -66,23 +69,47 @@ class Backend(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Waiver:
-    """Lets matching references pass named checks, for a written reason, until ``expires``."""
+    """Lets matching references pass the listed checks (``"*"``: all), for a written reason, until ``expires``.
+
+    ``reference`` is a glob (:class:`~imagegate._patterns.Glob`: ``*`` within a path component,
+    ``**`` across them, everything else literal), matched against the reference's full and
+    familiar spellings, with and without tag and digest.
+    """
 
     reference: str
     checks: tuple[str, ...]
     reason: str
     expires: dt.date | None = None
+    _glob: Glob = field(init=False, repr=False, compare=False, hash=False)
 
-    def matches(self, ref: Reference, check: str) -> bool:
-        if check not in self.checks and "*" not in self.checks:
-            return False
-        # match the full and the familiar spelling, with and without tag/digest
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_glob", Glob(self.reference))
+
+    def covers(self, check: str) -> bool:
+        return check in self.checks or "*" in self.checks
+
+    def matches_reference(self, ref: Reference) -> bool:
         bare = Reference(ref.registry, ref.repository, ref.tag)
         names = {str(ref), ref.familiar, str(bare), bare.familiar, ref.name, Reference(ref.registry, ref.repository).familiar}
-        return any(fnmatch.fnmatchcase(name, self.reference) for name in names)
+        return any(self._glob.match(name) for name in names)
+
+    def matches(self, ref: Reference, check: str) -> bool:
+        return self.covers(check) and self.matches_reference(ref)
 
     def expired(self, today: dt.date) -> bool:
         return self.expires is not None and today > self.expires
+
+    @property
+    def matches_every_image(self) -> bool:
+        return self._glob.matches_everything
+
+    @property
+    def covers_every_check(self) -> bool:
+        return "*" in self.checks
+
+    def describe(self) -> str:
+        until = f", until {self.expires}" if self.expires else ""
+        return f"{self.reference!r} for {', '.join(self.checks)} ({self.reason}{until})"
 
 
 _DEFAULT_MODES: Mapping[str, Mode] = {check: Mode.ENFORCE for check in CHECK_IDS}
@@ -99,7 +126,15 @@ class Policy:
     waivers: tuple[Waiver, ...] = ()
     tag_rules: TagRules = field(default_factory=TagRules.default)
     platform: Platform = DEFAULT_PLATFORM
+    resolve_user_names: bool = True
+    allowed_capabilities: tuple[str, ...] = ()
     source: str | None = None
+    _registry_globs: tuple[Glob, ...] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_registry_globs", tuple(Glob(p.lower()) for p in self.allowed_registries))
+        caps = tuple(_capability(c, self.source) for c in self.allowed_capabilities)
+        object.__setattr__(self, "allowed_capabilities", caps)
 
     def mode(self, check: str) -> Mode:
         return self.checks.get(check, Mode.ENFORCE)
@@ -112,10 +147,27 @@ class Policy:
                 return waiver
         return None
 
+    def expired_waiver_for(self, ref: Reference, check: str, today: dt.date | None = None) -> Waiver | None:
+        """An expired waiver that would cover *check* for *ref* (so a refusal can say it expired, and when)."""
+        today = today or dt.date.today()
+        for waiver in self.waivers:
+            if waiver.matches(ref, check) and waiver.expired(today):
+                return waiver
+        return None
+
+    def notices(self) -> tuple[str, ...]:
+        """Loud warnings about the policy itself, put in every report: waivers that cover everything."""
+        out = []
+        for index, waiver in enumerate(self.waivers):
+            if waiver.matches_every_image:
+                out.append(f"waiver {index} matches every image: {waiver.describe()}; narrow its reference")
+            if waiver.covers_every_check:
+                out.append(f"waiver {index} waives every check: {waiver.describe()}; list the checks it waives")
+        return tuple(out)
+
     def registry_allowed(self, registry: str) -> bool:
-        return not self.allowed_registries or any(
-            fnmatch.fnmatchcase(registry.lower(), pattern.lower()) for pattern in self.allowed_registries
-        )
+        """True when no allow-list is set, or *registry* matches one of its globs (literally, IPv6 included)."""
+        return not self._registry_globs or any(glob.match(registry.lower()) for glob in self._registry_globs)
 
     def with_modes(self, **modes: str | Mode) -> Policy:
         """A copy with some checks' modes changed: ``policy.with_modes(non_root="warn")``."""
@@ -154,14 +206,19 @@ class Policy:
         resolve = keys.get("resolve-mutable-tags", False)
         if not isinstance(resolve, bool):
             raise PolicyError("must be true or false", source=source, key="resolve-mutable-tags")
+        names = keys.get("resolve-user-names", True)
+        if not isinstance(names, bool):
+            raise PolicyError("must be true or false", source=source, key="resolve-user-names")
         return cls(
             checks=modes,
             resolve_mutable_tags=resolve,
-            allowed_registries=_strings(keys.get("allowed-registries", []), "allowed-registries", source),
+            allowed_registries=_globs(keys.get("allowed-registries", []), "allowed-registries", source),
             insecure_registries=_strings(keys.get("insecure-registries", []), "insecure-registries", source),
             waivers=tuple(_waiver(item, i, source) for i, item in enumerate(_list(keys.get("waivers", []), "waivers", source))),
             tag_rules=rules,
             platform=_platform(platform, source),
+            resolve_user_names=names,
+            allowed_capabilities=_strings(keys.get("allowed-capabilities", []), "allowed-capabilities", source),
             source=source,
         )
 
@@ -202,6 +259,8 @@ _TOP_KEYS = frozenset(
         "immutable-tags",
         "waivers",
         "platform",
+        "resolve-user-names",
+        "allowed-capabilities",
     }
 )
 _WAIVER_KEYS = frozenset({"reference", "checks", "reason", "expires"})
@@ -269,7 +328,16 @@ def _waiver(item: Any, index: int, source: str | None) -> Waiver:
         raise PolicyError("needs 'reference', a pattern such as 'registry.example.com/team/*'", source=source, key=where)
     if not isinstance(reason, str) or not reason.strip():
         raise PolicyError("needs a non-empty 'reason': a waiver says why", source=source, key=where)
-    checks = _strings(table.get("checks", ["*"]), f"{where}.checks", source)
+    if "checks" not in table:
+        raise PolicyError(
+            'needs \'checks\': the checks it waives, e.g. checks = ["non-root"] (or checks = ["*"] for every '
+            "check, which every report will then warn about)",
+            source=source,
+            key=where,
+        )
+    checks = _strings(table["checks"], f"{where}.checks", source)
+    if not checks:
+        raise PolicyError('an empty list waives nothing; list the checks, or remove the waiver', source=source, key=f"{where}.checks")
     for check in checks:
         if check != "*":
             _require_check(check, source=source)
@@ -283,7 +351,30 @@ def _waiver(item: Any, index: int, source: str | None) -> Waiver:
         raise PolicyError("expires must be a date (YYYY-MM-DD)", source=source, key=where)
     if isinstance(expires, dt.datetime):
         expires = expires.date()
-    return Waiver(reference=reference, checks=checks, reason=reason.strip(), expires=expires)
+    try:
+        return Waiver(reference=reference, checks=checks, reason=reason.strip(), expires=expires)
+    except PolicyError as exc:
+        raise PolicyError(exc.message, source=source, key=f"{where}.reference") from None
+
+
+def _globs(value: Any, key: str, source: str | None) -> tuple[str, ...]:
+    patterns = _strings(value, key, source)
+    for index, pattern in enumerate(patterns):
+        try:
+            Glob(pattern)
+        except PolicyError as exc:
+            raise PolicyError(exc.message, source=source, key=f"{key}[{index}]") from None
+    return patterns
+
+
+_CAPABILITY = re.compile(r"(?:CAP_)?[A-Z][A-Z0-9_]*")
+
+
+def _capability(value: str, source: str | None) -> str:
+    """``net_bind_service`` / ``CAP_NET_BIND_SERVICE`` -> ``NET_BIND_SERVICE`` (Docker's and Kubernetes' spelling)."""
+    if not isinstance(value, str) or not _CAPABILITY.fullmatch(value.upper()) or value.upper() in ("ALL", "CAP_ALL"):
+        raise PolicyError(f"{value!r} is not a capability name such as NET_BIND_SERVICE", source=source, key="allowed-capabilities")
+    return value.upper().removeprefix("CAP_")
 
 
 def merge_insecure(policy: Policy, extra: Iterable[str]) -> tuple[str, ...]:

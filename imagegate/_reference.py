@@ -38,6 +38,7 @@ __all__ = [
     "DOCKER_HUB",
     "Reference",
     "ReferenceKind",
+    "is_loopback_host",
     "launch_reference",
     "parse_digest",
     "parse_reference",
@@ -254,13 +255,20 @@ class Reference:
     @property
     def is_loopback(self) -> bool:
         """True for ``localhost``, ``127.0.0.0/8`` and ``[::1]`` registries (any port)."""
-        host = _host_of(self.registry).lower()
-        if host == "localhost":
-            return True
-        if host.startswith("["):
-            return _is_ipv6_loopback(host[1:-1])
-        match = _IPV4_LOOPBACK_RE.fullmatch(host)
-        return match is not None and all(int(octet) <= 255 for octet in match.groups())
+        return is_loopback_host(_host_of(self.registry))
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, an address in ``127.0.0.0/8``, or ``::1`` in any spelling (brackets optional)."""
+    host = host.lower()
+    if host == "localhost":
+        return True
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if ":" in host:
+        return _is_ipv6_loopback(host)
+    match = _IPV4_LOOPBACK_RE.fullmatch(host)
+    return match is not None and all(int(octet) <= 255 for octet in match.groups())
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -1,81 +1,77 @@
-"""All registry I/O: the OCI Distribution API, auth, retries, caching.
+"""The registry protocol: pin a reference, read its image's config (and, when asked, its /etc/passwd).
 
 A :class:`RegistryClient` turns a :class:`Reference` into :class:`ImageFacts`:
 
 * ``resolve()`` needs only the digest: one ``HEAD`` of the manifest.
-* ``inspect()`` needs the config: ``GET`` the manifest (by tag or digest), the
-  platform manifest when it is an index, and the config blob — three round trips
-  at most once authenticated.
+* ``inspect()`` needs the config: ``GET`` the manifest (by tag or digest), the platform manifest
+  when it is an index, and the config blob — three round trips at most once authenticated.
+* ``passwd()`` reads ``/etc/passwd`` from the platform image's layers, newest first (only needed
+  when ``USER`` is a name, which the Docker Engine resolves from that file).
 
-Every manifest and config received is hashed and must equal the digest asked
-for (or the ``Docker-Content-Digest`` the registry claimed). Results are cached
-in-process: content by digest for the life of the client (it cannot change),
-tag → digest for ``tag_ttl`` seconds, after which a ``HEAD`` revalidates the tag.
-Concurrent lookups of one key share a single request (single-flight).
+Every manifest, config and layer received is hashed and must equal the digest asked for (or the
+``Docker-Content-Digest`` the registry claimed); every document is read strictly
+(:mod:`imagegate._documents`). Results are cached in-process: content by digest for the life of
+the client (it cannot change), tag → digest for ``tag_ttl`` seconds, after which a ``HEAD``
+revalidates the tag. Concurrent lookups of one key share a single request (single-flight).
+HTTP itself — TLS, deadlines, caps, retries, redirects, auth — is :mod:`imagegate._transport`'s.
 
 We talk HTTP ourselves with httpx instead of using the docker SDK: the SDK's
-``inspect_distribution`` goes through a Docker Engine, which a scheduler or CI
-host may not have, and it neither verifies digests nor exposes the config.
+``inspect_distribution`` goes through a Docker Engine, which a scheduler or CI host may not have,
+and it neither verifies digests nor exposes the config.
 """
 
 from __future__ import annotations
 
-import email.utils
-import functools
 import hashlib
-import json
-import logging
 import os
-import random
-import ssl
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from dataclasses import replace
+from typing import Any, Callable, Iterator, TypeVar
 
 import httpx
 
-from imagegate._auth import Challenge, Credentials, DockerConfig, parse_challenge
+from imagegate._auth import DockerConfig
+from imagegate._documents import (
+    ACCEPT,
+    LAYER_TYPES,
+    MANIFEST_TYPES,
+    Descriptor,
+    ImageConfig,
+    Index,
+    Manifest,
+    UnsupportedDocument,
+    media_type_of,
+    parse_config,
+    parse_manifest,
+)
 from imagegate._errors import (
-    AuthenticationError,
     DigestMismatch,
-    InsecureRegistry,
-    ManifestUnknown,
+    InvalidReference,
+    MalformedResponse,
     PlatformNotFound,
     RegistryError,
-    RegistryUnreachable,
     UnsupportedManifest,
 )
-from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform, facts_from_config
-from imagegate._reference import Reference
+from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform
+from imagegate._json import DocumentError
+from imagegate._layers import LayerError, scan_layer
+from imagegate._reference import Reference, parse_digest
+from imagegate._secrets import redact_argv, redact_labels
+from imagegate._transport import DEFAULT_DEADLINE, Transport
+from imagegate._user import PasswdLookup, parse_passwd
 
-log = logging.getLogger("imagegate.registry")
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
-IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
-CONFIG_TYPES = frozenset({"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"})
+__all__ = ["Descriptor", "PasswdLookup", "RegistryClient"]
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # containerd's limit for manifests and indexes
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_LAYER_BYTES = 8 * 1024**3
+MAX_UNPACKED_BYTES = 32 * 1024**3
+PASSWD = "/etc/passwd"
+_FOLLOWER_WAIT = DEFAULT_DEADLINE * 3
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Descriptor:
-    """What a registry says about a manifest: its digest, media type and size."""
-
-    digest: str
-    media_type: str
-    size: int
 
 
 class _SingleFlight:
@@ -94,7 +90,8 @@ class _SingleFlight:
                 self._calls[key] = call
         event, slot = call
         if not leader:
-            event.wait()
+            if not event.wait(_FOLLOWER_WAIT) or not slot:
+                return fn()  # the leader is gone or stuck: ask ourselves (bounded by our own deadline)
             ok, value = slot[0]
             if ok:
                 return value  # type: ignore[no-any-return]
@@ -152,12 +149,13 @@ class RegistryClient:
     Args:
         docker_config: where credentials come from; default ``~/.docker/config.json``.
         insecure_registries: hosts (``host:port``) allowed over plain http besides loopback.
-        ca_file: an extra CA bundle to trust (also read: Docker's
-            ``/etc/docker/certs.d/HOST/*.crt``).
-        timeout: seconds for connect and for each read.
+        ca_file: an extra CA bundle to trust (also read: Docker's ``/etc/docker/certs.d/HOST/*.crt``).
+        timeout: seconds for each connect, read or write.
+        deadline: seconds for each whole operation (``resolve``, ``inspect``, ``passwd``), whatever
+            the registry does (default 60).
         retries: further attempts after a 429/5xx/connection error.
-        backoff: first retry delay in seconds, doubled each time (with jitter),
-            capped at ``max_backoff``; a ``Retry-After`` header wins.
+        backoff: first retry delay in seconds, doubled each time (with jitter), capped at
+            ``max_backoff``; a ``Retry-After`` header wins. Never past the deadline.
         tag_ttl: how long a tag → digest answer is trusted before a HEAD revalidates it.
         transport: an httpx transport (tests pass an in-process fake registry).
     """
@@ -166,10 +164,11 @@ class RegistryClient:
         self,
         *,
         docker_config: DockerConfig | None = None,
-        insecure_registries: Iterable[str] = (),
+        insecure_registries: Any = (),
         ca_file: str | os.PathLike[str] | None = None,
         certs_dir: str | os.PathLike[str] = "/etc/docker/certs.d",
         timeout: float = 10.0,
+        deadline: float = DEFAULT_DEADLINE,
         retries: int = 3,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -177,49 +176,52 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if retries < 0 or timeout <= 0 or backoff < 0 or tag_ttl < 0:
-            raise ValueError("retries, backoff and tag_ttl must be >= 0 and timeout > 0")
-        self._docker_config = docker_config
-        self._insecure = frozenset(h.lower() for h in insecure_registries)
-        self._ca_file = str(ca_file) if ca_file else None
-        self._certs_dir = Path(certs_dir)
-        self._timeout = timeout
-        self._retries = retries
-        self._backoff = backoff
-        self._max_backoff = max_backoff
+        if tag_ttl < 0:
+            raise ValueError("tag_ttl must be >= 0")
+        self._http = Transport(
+            docker_config=docker_config, insecure_registries=insecure_registries, ca_file=ca_file, certs_dir=certs_dir,
+            timeout=timeout, deadline=deadline, retries=retries, backoff=backoff, max_backoff=max_backoff,
+            transport=transport, sleep=sleep,
+        )
         self._tag_ttl = tag_ttl
-        self._transport = transport
-        self._sleep = sleep
         self._lock = threading.Lock()
-        self._clients: dict[str, httpx.Client] = {}
-        self._schemes: dict[str, str] = {}
-        self._creds: dict[str, Credentials | None] = {}
-        self._auth: dict[str, Challenge] = {}
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self._tags: dict[tuple[str, str, str], tuple[Descriptor, float]] = {}
         self._manifests = _LRU(1024)
         self._configs = _LRU(1024)
         self._facts = _LRU(1024)
+        self._passwd = _LRU(256)
+        self._layers = _LRU(1024)
         self._flight = _SingleFlight()
-        self.round_trips = 0  # HTTP requests sent, auth and retries included
 
-    # -- public API -----------------------------------------------------------------
+    @property
+    def round_trips(self) -> int:
+        """HTTP requests sent so far (auth, redirects and retries included)."""
+        return self._http.round_trips
+
+    @property
+    def deadline(self) -> float:
+        return self._http.deadline
+
+    # -- public API -----------------------------------------------------------------------------
 
     def resolve(self, ref: Reference, *, fresh: bool = False) -> Descriptor:
         """The digest *ref* points at (one HEAD; the index digest for an index).
 
-        A tag's answer may come from the cache (``tag_ttl``); ``fresh=True`` always
-        asks the registry, e.g. to see a base image tag that just moved.
+        A tag's answer may come from the cache (``tag_ttl``); ``fresh=True`` always asks the
+        registry, e.g. to see a base image tag that just moved.
         """
-        if ref.digest is not None:
-            key = (ref.registry, ref.repository, ref.digest)
-            return self._flight.do(("head",) + key, lambda: self._head(ref, ref.digest))  # type: ignore[arg-type]
-        return self._resolve_tag(ref, fresh=fresh)
+        with self._http.operation():
+            if ref.digest is not None:
+                key = ("head", ref.registry, ref.repository, ref.digest)
+                return self._flight.do(key, lambda: self._head(ref, ref.digest))  # type: ignore[arg-type]
+            return self._resolve_tag(ref, fresh=fresh)
 
     def inspect(self, ref: Reference, platform: Platform | None = None) -> ImageFacts:
         """Pin *ref* and read the config of its *platform* image (default linux/amd64)."""
         platform = platform or DEFAULT_PLATFORM
-        if ref.digest is None:
+        with self._http.operation():
+            if ref.digest is not None:
+                return self._facts_for(ref, ref.digest, platform)
             cached = self._fresh_tag(ref)
             if cached is None and self._has_stale_tag(ref):
                 cached = self._resolve_tag(ref)
@@ -227,22 +229,28 @@ class RegistryClient:
                 return self._facts_for(ref, cached.digest, platform)
             key = ("get-tag", ref.registry, ref.repository, ref.tag or "latest", str(platform))
             return self._flight.do(key, lambda: self._inspect_tag(ref, platform))
-        return self._facts_for(ref, ref.digest, platform)
+
+    def passwd(self, facts: ImageFacts) -> PasswdLookup:
+        """The ``/etc/passwd`` of the image *facts* describe, read from its layers (newest first)."""
+        ref = facts.reference
+        key = (ref.registry, ref.repository, facts.manifest_digest)
+        cached: PasswdLookup | None = self._passwd.get(key)
+        if cached is None:
+            with self._http.operation():
+                cached = self._flight.do(("passwd",) + key, lambda: self._read_passwd(ref, facts.manifest_digest))
+            self._passwd.put(key, cached)
+        return cached
 
     def forget(self) -> None:
         """Drop every cached answer (content, tags and tokens)."""
         with self._lock:
             self._tags.clear()
-            self._tokens.clear()
-        self._manifests.clear()
-        self._configs.clear()
-        self._facts.clear()
+        self._http.forget()
+        for cache in (self._manifests, self._configs, self._facts, self._passwd, self._layers):
+            cache.clear()
 
     def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
+        self._http.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -250,7 +258,7 @@ class RegistryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- tags ------------------------------------------------------------------------
+    # -- tags --------------------------------------------------------------------------------------
 
     def _tag_key(self, ref: Reference) -> tuple[str, str, str]:
         return (ref.registry, ref.repository, ref.tag or "latest")
@@ -279,62 +287,80 @@ class RegistryClient:
         self._remember_tag(ref, descriptor)
         return descriptor
 
-    # -- manifests and configs --------------------------------------------------------
+    # -- manifests and configs ---------------------------------------------------------------------
 
     def _head(self, ref: Reference, target: str) -> Descriptor:
-        response = self._send(ref, "HEAD", f"manifests/{target}", accept=ACCEPT)
-        digest = response.headers.get("Docker-Content-Digest")
-        media_type = _media_type(response.headers.get("Content-Type", ""))
-        if not digest or (target.startswith("sha") and digest != target):
-            # Some registries omit the header on HEAD; the body tells us instead.
-            body, media_type, digest = self._get_manifest(ref, target)
-        size = int(response.headers.get("Content-Length") or 0)
-        return Descriptor(digest=digest, media_type=media_type, size=size)
+        reply = self._http.request(ref, "HEAD", f"manifests/{target}", accept=ACCEPT, limit=0)
+        claimed = reply.header("Docker-Content-Digest")
+        media_type = media_type_of(reply.header("Content-Type"))
+        by_digest = target.startswith(("sha256:", "sha384:", "sha512:"))
+        if claimed and _valid_digest(claimed) and media_type in MANIFEST_TYPES and (not by_digest or claimed == target):
+            return Descriptor(media_type, claimed, _size(reply.header("Content-Length")))
+        # No usable answer to HEAD (some registries omit the header): the verified body tells us.
+        body, document, digest = self._get_manifest(ref, target)
+        return Descriptor(document.media_type, digest, len(body))
 
     def _inspect_tag(self, ref: Reference, platform: Platform) -> ImageFacts:
-        body, media_type, digest = self._get_manifest(ref, ref.tag or "latest")
-        self._remember_tag(ref, Descriptor(digest, media_type, len(body)))
+        body, document, digest = self._get_manifest(ref, ref.tag or "latest")
+        self._remember_tag(ref, Descriptor(document.media_type, digest, len(body)))
         return self._facts_for(ref, digest, platform)
 
-    def _get_manifest(self, ref: Reference, target: str) -> tuple[bytes, str, str]:
-        """GET a manifest by tag or digest, verified; cached when addressed by digest."""
-        if target.startswith(("sha256:", "sha384:", "sha512:")):
+    def _get_manifest(self, ref: Reference, target: str) -> tuple[bytes, Index | Manifest, str]:
+        """GET a manifest by tag or digest, verified and strictly parsed; cached by digest."""
+        by_digest = target.startswith(("sha256:", "sha384:", "sha512:"))
+        if by_digest:
             cached = self._manifests.get((ref.registry, ref.repository, target))
             if cached is not None:
                 return cached  # type: ignore[no-any-return]
-        response = self._send(ref, "GET", f"manifests/{target}", accept=ACCEPT, limit=MAX_MANIFEST_BYTES)
-        body = response.content
-        url = str(response.request.url)
-        claimed = response.headers.get("Docker-Content-Digest")
-        expected = target if ":" in target else claimed
-        algorithm = expected.split(":", 1)[0] if expected else "sha256"
-        actual = sha_digest(body, algorithm if algorithm in ("sha256", "sha384", "sha512") else "sha256")
+        reply = self._http.request(ref, "GET", f"manifests/{target}", accept=ACCEPT, limit=MAX_MANIFEST_BYTES)
+        claimed = reply.header("Docker-Content-Digest")
+        if claimed is not None and not _valid_digest(claimed):
+            raise MalformedResponse(
+                f"{ref.registry} sent Docker-Content-Digest {claimed[:80]!r}, which is not a digest",
+                registry=ref.registry, url=reply.url,
+            )
+        expected = target if by_digest else claimed
+        actual = sha_digest(reply.content, expected.split(":", 1)[0] if expected else "sha256")
         if expected and actual != expected:
-            raise DigestMismatch(registry=ref.registry, url=url, expected=expected, actual=actual)
-        media_type = _manifest_media_type(response.headers.get("Content-Type", ""), body)
-        if media_type not in INDEX_TYPES | IMAGE_TYPES:
-            raise UnsupportedManifest(registry=ref.registry, url=url, media_type=media_type)
-        result = (body, media_type, actual)
+            raise DigestMismatch(registry=ref.registry, url=reply.url, expected=expected, actual=actual)
+        document = self._parse(ref, reply.url, "manifest", lambda: parse_manifest(reply.content, reply.header("Content-Type")))
+        result = (reply.content, document, actual)
         self._manifests.put((ref.registry, ref.repository, actual), result)
         return result
 
-    def _get_config(self, ref: Reference, digest: str) -> Mapping[str, Any]:
-        key = (ref.registry, ref.repository, digest)
+    def _get_config(self, ref: Reference, config: Descriptor) -> ImageConfig:
+        key = (ref.registry, ref.repository, config.digest)
         cached = self._configs.get(key)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
 
-        def fetch() -> Mapping[str, Any]:
-            response = self._send(ref, "GET", f"blobs/{digest}", limit=MAX_CONFIG_BYTES)
-            body = response.content
-            actual = sha_digest(body, digest.split(":", 1)[0])
-            if actual != digest:
-                raise DigestMismatch(registry=ref.registry, url=str(response.request.url), expected=digest, actual=actual)
-            config = _json(body, ref, "image config")
-            self._configs.put(key, config)
-            return config
+        def fetch() -> ImageConfig:
+            if config.size > MAX_CONFIG_BYTES:
+                raise MalformedResponse(
+                    f"{ref.name}'s config is {config.size} bytes, more than {MAX_CONFIG_BYTES}; refusing to read it",
+                    registry=ref.registry,
+                )
+            reply = self._http.request(ref, "GET", f"blobs/{config.digest}", limit=MAX_CONFIG_BYTES)
+            actual = sha_digest(reply.content, config.digest.split(":", 1)[0])
+            if actual != config.digest:
+                raise DigestMismatch(registry=ref.registry, url=reply.url, expected=config.digest, actual=actual)
+            parsed = self._parse(ref, reply.url, "image config", lambda: parse_config(reply.content))
+            self._configs.put(key, parsed)
+            return parsed
 
         return self._flight.do(("blob",) + key, fetch)
+
+    def _parse(self, ref: Reference, url: str, what: str, parse: Callable[[], T]) -> T:
+        try:
+            return parse()
+        except UnsupportedDocument as exc:
+            raise UnsupportedManifest(registry=ref.registry, url=url, media_type=exc.media_type, reason=exc.reason) from None
+        except DocumentError as exc:
+            raise MalformedResponse(
+                f"{ref.registry} sent a malformed {what} for {ref}: {exc}; refusing it (it could mean one thing "
+                "to imagegate and another to the engine)",
+                registry=ref.registry, url=url,
+            ) from None
 
     def _facts_for(self, ref: Reference, digest: str, platform: Platform) -> ImageFacts:
         key = (ref.registry, ref.repository, digest, str(platform))
@@ -347,394 +373,141 @@ class RegistryClient:
         return cached
 
     def _build_facts(self, ref: Reference, digest: str, platform: Platform) -> ImageFacts:
-        body, media_type, top = self._get_manifest(ref, digest)
-        manifest = _json(body, ref, "manifest")
+        body, document, top = self._get_manifest(ref, digest)
+        top_media_type = document.media_type
         available: tuple[Platform, ...] = ()
         manifest_digest = top
-        if media_type in INDEX_TYPES:
-            available, child = _select_platform(manifest, platform, ref)
-            body, child_type, manifest_digest = self._get_manifest(ref, child)
-            if child_type not in IMAGE_TYPES:
-                raise UnsupportedManifest(registry=ref.registry, url=f"{ref.name}@{child}", media_type=child_type)
-            manifest = _json(body, ref, "manifest")
-        config_desc = manifest.get("config") or {}
-        config_digest = config_desc.get("digest")
-        if not isinstance(config_digest, str):
-            raise UnsupportedManifest(registry=ref.registry, url=f"{ref.name}@{manifest_digest}", media_type="(no config)")
-        config_type = config_desc.get("mediaType", "")
-        if config_type and config_type not in CONFIG_TYPES:
-            raise UnsupportedManifest(registry=ref.registry, url=f"{ref.name}@{manifest_digest}", media_type=config_type)
-        config = self._get_config(ref, config_digest)
-        image_platform = Platform(
-            str(config.get("os") or platform.os),
-            str(config.get("architecture") or platform.architecture),
-            config.get("variant"),
-        )
+        listed: Platform | None = None
+        if isinstance(document, Index):
+            available, chosen = _select_platform(document, platform, ref)
+            listed = chosen.platform
+            body, child, manifest_digest = self._get_manifest(ref, chosen.digest)
+            if not isinstance(child, Manifest):
+                raise UnsupportedManifest(
+                    registry=ref.registry, url=f"{ref.name}@{chosen.digest}", media_type=child.media_type,
+                    reason="an index inside an index is not supported",
+                )
+            if child.media_type != chosen.media_type:
+                raise MalformedResponse(
+                    f"{ref.name}@{chosen.digest} is listed as {chosen.media_type!r} but is {child.media_type!r}",
+                    registry=ref.registry,
+                )
+            document = child
+        config = self._get_config(ref, document.config)
+        image_platform = Platform(config.os or platform.os, config.architecture or platform.architecture, config.variant)
+        if listed is not None and not listed.matches(image_platform):
+            raise MalformedResponse(
+                f"{ref.name}@{manifest_digest} is listed for {listed} but its config says {image_platform}; "
+                "refusing the ambiguity",
+                registry=ref.registry,
+            )
         if not available:
             available = (image_platform,)
             if not platform.matches(image_platform):
                 raise PlatformNotFound(
                     registry=ref.registry, reference=str(ref), platform=str(platform), available=[str(image_platform)]
                 )
-        return facts_from_config(
-            config,
+        return ImageFacts(
             reference=ref,
             digest=top,
-            media_type=media_type,
+            media_type=top_media_type,
             manifest_digest=manifest_digest,
-            config_digest=config_digest,
+            config_digest=document.config.digest,
             platform=image_platform,
             platforms=available,
+            user=config.user,
+            entrypoint=redact_argv(config.entrypoint),
+            cmd=redact_argv(config.cmd),
+            healthcheck=redact_argv(config.healthcheck),
+            labels=redact_labels(config.labels),
+            env_names=config.env_names,
+            created=config.created,
         )
 
-    # -- HTTP -------------------------------------------------------------------------
+    # -- /etc/passwd ---------------------------------------------------------------------------------
 
-    def _client(self, host: str) -> httpx.Client:
-        with self._lock:
-            client = self._clients.get(host)
-            if client is None:
-                client = httpx.Client(
-                    timeout=httpx.Timeout(self._timeout),
-                    follow_redirects=True,  # blobs redirect to storage; httpx drops Authorization cross-origin
-                    transport=self._transport,
-                    verify=self._ssl_context(host) if self._transport is None else True,
-                    headers={"User-Agent": "imagegate"},
-                )
-                self._clients[host] = client
-            return client
-
-    def _ssl_context(self, host: str) -> ssl.SSLContext:
-        host_dir = self._certs_dir / host
-        extra = tuple(str(p) for p in sorted(host_dir.glob("*.crt"))) if host_dir.is_dir() else ()
-        return _ssl_context(self._ca_file, extra)
-
-    def _plain_http_allowed(self, ref: Reference) -> bool:
-        return ref.is_loopback or ref.registry.lower() in self._insecure
-
-    def _send(
-        self, ref: Reference, method: str, path: str, *, accept: str | None = None, limit: int | None = None
-    ) -> httpx.Response:
-        host = ref.api_host
-        scheme = self._schemes.get(host, "https")
-        try:
-            response = self._send_scheme(ref, scheme, method, path, accept=accept, limit=limit)
-        except RegistryUnreachable as exc:
-            if _untrusted_certificate(exc):
-                raise RegistryUnreachable(
-                    f"the TLS certificate of {ref.registry} is not trusted ({exc.__cause__}); pass --ca-file PEM "
-                    f"(ca_file=...) or put the CA in /etc/docker/certs.d/{ref.registry}/ca.crt",
-                    registry=ref.registry,
-                    url=exc.url,
-                ) from exc
-            if host in self._schemes or not self._plain_http_allowed(ref):
-                if _looks_like_plain_http(exc):
-                    raise InsecureRegistry(
-                        f"{ref.registry} answered https with plain http; if it really serves plain http, "
-                        f"pass --insecure-registry {ref.registry} (insecure_registries=[{ref.registry!r}])",
-                        registry=ref.registry,
-                        url=exc.url,
-                    ) from exc
-                raise
-            # Docker's rule for insecure registries: try https, fall back to http.
-            response = self._send_scheme(ref, "http", method, path, accept=accept, limit=limit)
-            scheme = "http"
-        self._schemes.setdefault(host, scheme)
-        return response
-
-    def _send_scheme(
-        self, ref: Reference, scheme: str, method: str, path: str, *, accept: str | None, limit: int | None
-    ) -> httpx.Response:
-        url = f"{scheme}://{ref.api_host}/v2/{ref.repository}/{path}"
-        headers = {"Accept": accept} if accept else {}
-        authorized = False
-        attempt = 0
-        while True:
-            auth = self._auth_header(ref, scheme)
-            request_headers = dict(headers, **({"Authorization": auth} if auth else {}))
+    def _read_passwd(self, ref: Reference, manifest_digest: str) -> PasswdLookup:
+        _, document, _ = self._get_manifest(ref, manifest_digest)
+        if not isinstance(document, Manifest):  # pragma: no cover - facts always name an image manifest
+            return PasswdLookup(None, "the image has no platform manifest")
+        for layer in reversed(document.layers):
+            compression = LAYER_TYPES.get(layer.media_type)
+            if compression is None or layer.urls:
+                return PasswdLookup(None, f"layer {layer.digest[:19]}… has media type {layer.media_type!r}, "
+                                          "which imagegate does not read")
             try:
-                response = self._fetch(ref, method, url, request_headers, limit)
-            except httpx.TransportError as exc:
-                if attempt < self._retries and not isinstance(exc, httpx.ConnectError):
-                    attempt += 1
-                    self._sleep(self._delay(attempt, None))
-                    continue
-                raise RegistryUnreachable(
-                    f"cannot reach {ref.registry} ({type(exc).__name__}: {exc}); check the host and port, "
-                    "that the registry is running, and network/proxy settings",
-                    registry=ref.registry,
-                    url=url,
-                    temporary=True,
-                ) from exc
-            if response.status_code in (401, 403) and not authorized:
-                challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-                if challenge is not None and response.status_code == 401:
-                    self._authenticate(ref, scheme, challenge)
-                    authorized = True
-                    continue
-            if response.status_code in RETRY_STATUSES and attempt < self._retries:
-                attempt += 1
-                self._sleep(self._delay(attempt, response.headers.get("Retry-After")))
-                continue
-            if response.status_code >= 400:
-                raise self._error(ref, response)
-            return response
+                found = self._scan_layer(ref, layer, compression)
+            except LayerError as exc:
+                return PasswdLookup(None, f"layer {layer.digest[:19]}…: {exc.reason}")
+            if found.content is not None:
+                return PasswdLookup(parse_passwd(found.content.decode("utf-8", "surrogateescape")))
+            if found.hides_lower:
+                return PasswdLookup(None)
+        return PasswdLookup(None)
 
-    def _fetch(self, ref: Reference, method: str, url: str, headers: dict[str, str], limit: int | None) -> httpx.Response:
-        self._count()
-        log.debug("%s %s", method, url)
-        client = self._client(ref.api_host)
-        request = client.build_request(method, url, headers=headers)
-        response = client.send(request, stream=True)
-        try:
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if limit is not None and size > limit:
-                    raise RegistryError(
-                        f"{url} is larger than {limit} bytes; refusing to read it",
-                        registry=ref.registry,
-                        url=url,
-                    )
-                chunks.append(chunk)
-        finally:
-            response.close()
-        response._content = b"".join(chunks)  # read once, with a size cap
-        return response
+    def _scan_layer(self, ref: Reference, layer: Descriptor, compression: str) -> Any:
+        key = (ref.registry, ref.repository, layer.digest)
+        cached = self._layers.get(key)
+        if cached is not None:
+            return cached
+        if layer.size > MAX_LAYER_BYTES:
+            raise LayerError(f"it is {layer.size} bytes, more than {MAX_LAYER_BYTES}")
+        algorithm = layer.digest.split(":", 1)[0]
+        hasher = hashlib.new(algorithm)
+        with self._http.stream(ref, f"blobs/{layer.digest}", limit=MAX_LAYER_BYTES) as (reply, chunks):
 
-    def _count(self) -> None:
-        with self._lock:
-            self.round_trips += 1
+            def hashed() -> Iterator[bytes]:
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    yield chunk
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            seconds = _retry_after_seconds(retry_after)
-            if seconds is not None:
-                return min(seconds, self._max_backoff)
-        base = self._backoff * (2 ** (attempt - 1))
-        return min(base * (0.5 + random.random() / 2), self._max_backoff)
-
-    def _error(self, ref: Reference, response: httpx.Response) -> RegistryError:
-        url = str(response.request.url)
-        codes, message = _error_body(response)
-        status = response.status_code
-        detail = f"{status} {message or response.reason_phrase}".strip()
-        if status in (401, 403):
-            creds = self._credentials(ref)
-            who = f"as {creds.username!r} ({creds.source})" if creds and creds.username else "anonymously"
-            return AuthenticationError(
-                f"{ref.registry} refused access to {ref.repository} {who}: {detail}; "
-                f"run `docker login {ref.registry}` or fix the credentials in ~/.docker/config.json",
-                registry=ref.registry,
-                url=url,
-                status=status,
-                codes=codes,
-            )
-        if status == 404:
-            return ManifestUnknown(
-                f"{ref} not found in {ref.registry}: {detail}; check the repository and tag",
-                registry=ref.registry,
-                url=url,
-                status=status,
-                codes=codes,
-            )
-        return RegistryError(
-            f"{ref.registry} answered {detail} for {ref}",
-            registry=ref.registry,
-            url=url,
-            status=status,
-            codes=codes,
-            temporary=status in RETRY_STATUSES,
-        )
-
-    # -- auth -------------------------------------------------------------------------
-
-    def _credentials(self, ref: Reference) -> Credentials | None:
-        with self._lock:
-            if ref.registry in self._creds:
-                return self._creds[ref.registry]
-        config = self._docker_config or DockerConfig.load()
-        creds = config.credentials_for(ref.registry)
-        with self._lock:
-            self._creds[ref.registry] = creds
-        return creds
-
-    def _auth_header(self, ref: Reference, scheme: str) -> str | None:
-        with self._lock:
-            challenge = self._auth.get(ref.api_host)
-        if challenge is None:
-            return None
-        if challenge.scheme == "basic":
-            creds = self._credentials(ref)
-            return creds.basic_header() if creds and creds.username else None
-        if challenge.scheme == "bearer":
-            scope = f"repository:{ref.repository}:pull"
-            with self._lock:
-                token = self._tokens.get((ref.api_host, scope))
-            if token and token[1] > time.monotonic():
-                return f"Bearer {token[0]}"
-            self._fetch_token(ref, challenge, scope)
-            with self._lock:
-                return f"Bearer {self._tokens[(ref.api_host, scope)][0]}"
-        return None
-
-    def _authenticate(self, ref: Reference, scheme: str, challenge: Challenge) -> None:
-        if challenge.scheme not in ("basic", "bearer"):
-            raise AuthenticationError(
-                f"{ref.registry} asks for {challenge.scheme!r} auth, which imagegate does not speak; "
-                "use a registry token (Bearer) or basic auth",
-                registry=ref.registry,
-                status=401,
-            )
-        if challenge.scheme == "basic":
-            creds = self._credentials(ref)
-            if creds is None or not creds.username:
-                raise AuthenticationError(
-                    f"{ref.registry} needs a login and none is configured; run `docker login {ref.registry}`",
-                    registry=ref.registry,
-                    status=401,
-                )
-        with self._lock:
-            self._auth[ref.api_host] = challenge
-            # a new challenge (e.g. a token that expired early) invalidates our tokens
-            for key in [k for k in self._tokens if k[0] == ref.api_host]:
-                del self._tokens[key]
-
-    def _fetch_token(self, ref: Reference, challenge: Challenge, scope: str) -> None:
-        realm = challenge.realm
-        if not realm:
-            raise AuthenticationError(f"{ref.registry} sent a Bearer challenge without a realm", registry=ref.registry)
-        params = {"scope": scope}
-        if challenge.params.get("service"):
-            params["service"] = challenge.params["service"]
-        creds = self._credentials(ref)
-        client = self._client(ref.api_host)
-        self._count()
-        try:
-            if creds and creds.identity_token:
-                data = dict(params, grant_type="refresh_token", refresh_token=creds.identity_token, client_id="imagegate")
-                response = client.post(realm, data=data)
-            else:
-                headers = {"Authorization": creds.basic_header()} if creds and creds.username else {}
-                response = client.get(realm, params=params, headers=headers)
-        except httpx.TransportError as exc:
-            raise RegistryUnreachable(
-                f"cannot reach the token service of {ref.registry} ({type(exc).__name__})",
-                registry=ref.registry,
-                url=realm,
-                temporary=True,
-            ) from exc
-        if response.status_code != 200:
-            codes, message = _error_body(response)
-            raise AuthenticationError(
-                f"token service of {ref.registry} refused {scope}: {response.status_code} {message}; "
-                f"run `docker login {ref.registry}`",
-                registry=ref.registry,
-                url=realm,
-                status=response.status_code,
-                codes=codes,
-            )
-        body = _json(response.content, ref, "token response")
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            raise AuthenticationError(f"token service of {ref.registry} returned no token", registry=ref.registry, url=realm)
-        ttl = float(body.get("expires_in") or 60)
-        with self._lock:
-            self._tokens[(ref.api_host, scope)] = (token, time.monotonic() + max(ttl - 10, 1))
+            stream = hashed()
+            try:
+                found = scan_layer(stream, compression=compression, path=PASSWD, max_unpacked=MAX_UNPACKED_BYTES)
+            finally:
+                for _ in stream:
+                    pass  # hash every byte, whatever the scan did
+            actual = f"{algorithm}:{hasher.hexdigest()}"
+            if actual != layer.digest:
+                raise DigestMismatch(registry=ref.registry, url=reply.url, expected=layer.digest, actual=actual)
+        self._layers.put(key, found)
+        return found
 
 
-# -- pure helpers -----------------------------------------------------------------------
+# -- pure helpers -----------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=32)
-def _ssl_context(ca_file: str | None, extra_cas: tuple[str, ...]) -> ssl.SSLContext:
-    """A verifying context trusting the system CAs plus *ca_file* and *extra_cas*.
-
-    Cached: loading the system CA store costs ~30 ms, and contexts are safe to share.
-    """
-    context = ssl.create_default_context()
-    for cafile in (ca_file, *extra_cas):
-        if cafile:
-            context.load_verify_locations(cafile=cafile)
-    return context
-
-
-def _media_type(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
-
-
-def _manifest_media_type(content_type: str, body: bytes) -> str:
+def _valid_digest(text: str) -> bool:
     try:
-        document = json.loads(body)
-    except ValueError:
-        document = {}
-    if isinstance(document, dict):
-        if document.get("schemaVersion") == 1:
-            return "application/vnd.docker.distribution.manifest.v1+json"
-        declared = document.get("mediaType")
-        if isinstance(declared, str) and declared:
-            return declared
-        header = _media_type(content_type)
-        if header in INDEX_TYPES | IMAGE_TYPES:
-            return header
-        if "manifests" in document:
-            return OCI_INDEX
-        if "config" in document:
-            return OCI_MANIFEST
-    return _media_type(content_type) or "(unknown)"
+        parse_digest(text)
+    except InvalidReference:
+        return False
+    return True
 
 
-def _select_platform(index: Mapping[str, Any], wanted: Platform, ref: Reference) -> tuple[tuple[Platform, ...], str]:
+def _size(header: str | None) -> int:
+    if header is None or not header.isascii() or not header.isdigit() or len(header) > 18:
+        return 0
+    return int(header)
+
+
+def _select_platform(index: Index, wanted: Platform, ref: Reference) -> tuple[tuple[Platform, ...], Descriptor]:
     available: list[Platform] = []
-    chosen: str | None = None
-    for entry in index.get("manifests") or ():
-        spec = entry.get("platform") or {}
-        if not spec.get("os") or spec.get("os") == "unknown":
+    chosen: list[Descriptor] = []
+    for entry in index.manifests:
+        spec = entry.platform
+        if spec is None or not spec.os or spec.os == "unknown":
             continue  # attestation manifests and other non-images
-        candidate = Platform(spec["os"], spec.get("architecture", ""), spec.get("variant"))
-        available.append(candidate)
-        if chosen is None and wanted.matches(candidate):
-            chosen = entry.get("digest")
-    if chosen is None:
+        available.append(spec)
+        if wanted.matches(spec):
+            chosen.append(entry)
+    if not chosen:
         raise PlatformNotFound(registry=ref.registry, reference=str(ref), platform=str(wanted), available=[str(p) for p in available])
-    return tuple(available), chosen
-
-
-def _json(body: bytes, ref: Reference, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        raise RegistryError(f"{ref.registry} sent a {what} for {ref} that is not JSON", registry=ref.registry) from None
-    if not isinstance(value, dict):
-        raise RegistryError(f"{ref.registry} sent a {what} for {ref} that is not a JSON object", registry=ref.registry)
-    return value
-
-
-def _error_body(response: httpx.Response) -> tuple[tuple[str, ...], str]:
-    try:
-        errors = json.loads(response.content or b"{}").get("errors") or []
-        codes = tuple(str(e.get("code", "")) for e in errors if isinstance(e, dict))
-        message = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
-        return codes, message
-    except (ValueError, AttributeError):
-        return (), ""
-
-
-def _retry_after_seconds(value: str) -> float | None:
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _untrusted_certificate(exc: BaseException) -> bool:
-    return "CERTIFICATE_VERIFY_FAILED" in repr(exc.__cause__ or exc).upper()
-
-
-def _looks_like_plain_http(exc: BaseException) -> bool:
-    text = repr(exc.__cause__ or exc).upper()
-    return "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER_FAILURE" in text or "PACKET_LENGTH_TOO_LONG" in text
+    if len({entry.digest for entry in chosen}) > 1:
+        raise MalformedResponse(
+            f"the index of {ref} lists {len(chosen)} different images for {wanted}; the engine would pick one by "
+            "its own ordering, so the checked image might not be the one that runs. Refusing the ambiguity: "
+            "push an index with one image per platform",
+            registry=ref.registry,
+        )
+    return tuple(available), chosen[0]

@@ -52,6 +52,7 @@ class CheckResult:
     message: str
     fix: str | None = None
     waiver: str | None = None
+    note: str | None = None  # e.g. that a waiver which would have covered it expired, and when
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +62,7 @@ class CheckResult:
             "message": self.message,
             "fix": self.fix,
             "waiver": self.waiver,
+            "note": self.note,
         }
 
 
@@ -88,6 +90,7 @@ class Report:
     results: tuple[CheckResult, ...]
     user: str | None = None
     facts: Mapping[str, Any] | None = field(default=None, compare=False)
+    notices: tuple[str, ...] = ()  # loud warnings about the policy itself (e.g. a waiver that covers everything)
 
     @property
     def passed(self) -> bool:
@@ -118,6 +121,7 @@ class Report:
             "platform": self.platform,
             "user": self.user,
             "checks": [r.to_dict() for r in self.results],
+            "notices": list(self.notices),
             "image": dict(self.facts) if self.facts is not None else None,
         }
 
@@ -134,10 +138,14 @@ class Report:
             f"verdict  {verdict}"
             + (f" with {len(self.warnings)} warning(s)" if self.passed and self.warnings else ""),
         ]
+        for notice in self.notices:
+            lines.append(f"  NOTICE {notice}")
         for r in self.results:
             lines.append(f"  {_MARKS[r.outcome]:<6} {r.check:<9} {r.message}")
             if r.waiver:
                 lines.append(f"  {'':<6} {'':<9} waiver: {r.waiver}")
+            if r.note:
+                lines.append(f"  {'':<6} {'':<9} note: {r.note}")
             if r.fix and r.outcome in (Outcome.FAIL, Outcome.WARN):
                 lines.append(f"  {'':<6} {'':<9} fix: {r.fix}")
         return "\n".join(lines)

@@ -17,7 +17,11 @@ def registry() -> FakeRegistry:
     reg = FakeRegistry(negotiation="distribution")
     reg.put_image("team/etl", make_image(user="1000", env={"API_KEY": "do-not-print"}), tag="1.4.2")
     reg.put_image("team/etl", make_image(user="0"), tag="latest")
-    reg.put_image("team/app", make_image(user="app"), tag="2.0.0")
+    passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\ntoor:x:0:0::/:/bin/sh\n"
+    reg.put_image("team/app", make_image(user="app", layers=[{"etc/passwd": passwd}]), tag="2.0.0")
+    reg.put_image("team/app", make_image(user="toor", layers=[{"etc/passwd": passwd}]), tag="2.0.1")
+    reg.put_image("team/app", make_image(user="ghost", layers=[{"etc/passwd": passwd}]), tag="2.0.2")
+    reg.put_image("team/app", make_image(user="app"), tag="2.0.3")  # no /etc/passwd at all
     return reg
 
 
@@ -50,7 +54,8 @@ def test_latest_root_image_is_refused_with_both_reasons(client: RegistryClient) 
 
 
 def test_backend_changes_the_non_root_verdict(client: RegistryClient) -> None:
-    assert imagegate.check("registry.test/team/app:2.0.0", client=client).passed
+    docker = imagegate.check("registry.test/team/app:2.0.0", client=client)
+    assert docker.passed and "uid 1000" in docker.result("non-root").message
     k8s = imagegate.check("registry.test/team/app:2.0.0", backend="kubernetes", client=client)
     assert k8s.result("non-root").outcome is Outcome.FAIL
     assert imagegate.check("registry.test/team/app:2.0.0", backend="kubernetes", user="1000", client=client).passed
@@ -75,3 +80,23 @@ def test_bad_backend_and_reference() -> None:
     with pytest.raises(imagegate.InvalidReference) as info:
         imagegate.check("Registry.test/Team/ETL:1", client=RegistryClient(transport=FakeRegistry().transport))
     assert info.value.reference == "Registry.test/Team/ETL:1"
+
+
+@pytest.mark.parametrize(
+    ("tag", "message"),
+    [
+        ("2.0.1", "maps to uid 0: the engine runs it as root"),
+        ("2.0.2", "not in the image's /etc/passwd"),
+        ("2.0.3", "the image has no /etc/passwd"),
+    ],
+)
+def test_a_named_user_is_resolved_in_the_images_passwd(client: RegistryClient, tag: str, message: str) -> None:
+    report = imagegate.check(f"registry.test/team/app:{tag}", client=client)
+    assert report.result("non-root").outcome is Outcome.FAIL
+    assert message in report.result("non-root").message
+
+
+def test_names_can_be_refused_by_policy(client: RegistryClient) -> None:
+    report = imagegate.check("registry.test/team/app:2.0.0", client=client, policy=Policy(resolve_user_names=False))
+    assert report.result("non-root").outcome is Outcome.FAIL
+    assert "resolve-user-names = false" in report.result("non-root").message

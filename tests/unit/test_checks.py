@@ -8,6 +8,7 @@ import pytest
 
 import imagegate
 
+from imagegate._user import PasswdLookup, parse_passwd
 from imagegate import (
     Backend,
     CheckInput,
@@ -35,14 +36,18 @@ def facts(ref: str, user: str | None) -> ImageFacts:
     )
 
 
+PASSWD = PasswdLookup(parse_passwd("root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"))
+
+
 def run(ref: str, user: str | None = "1000", *, backend: str = "docker", override: str | None = None,
-        policy: Policy | None = None, fetched: bool = True) -> dict[str, Outcome]:
+        policy: Policy | None = None, fetched: bool = True, passwd: PasswdLookup | None = PASSWD) -> dict[str, Outcome]:
     data = CheckInput(
         reference=parse_reference(ref),
         facts=facts(ref, user) if fetched else None,
         backend=Backend(backend),
         policy=policy or Policy(),
         user=override,
+        passwd=passwd,
     )
     return {r.check: r.outcome for r in evaluate(data, today=dt.date(2026, 11, 27))}
 
@@ -135,7 +140,7 @@ def test_waivers_match_by_pattern_and_expire() -> None:
 
 @pytest.mark.parametrize(
     ("user", "ids"),
-    [("10001:10001", (10001, 10001)), ("10001", (10001, None)), ("app", (None, None)), ("app:10", (None, 10)), (None, (None, None)), (" 7 ", (7, None))],
+    [("10001:10001", (10001, 10001)), ("10001", (10001, None)), ("app", (None, None)), ("app:10", (None, 10)), (None, (None, None)), (" 7 ", (None, None)), ("+7", (None, None)), ("07", (None, None))],
 )
 def test_numeric_ids(user: str | None, ids: tuple[int | None, int | None]) -> None:
     assert imagegate.numeric_ids(user) == ids
