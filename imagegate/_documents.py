@@ -117,8 +117,12 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> Index | Mani
         if config.media_type not in CONFIG_TYPES:
             raise UnsupportedDocument(config.media_type, f"config media type {config.media_type!r} is not an image config (an artifact, not an image)")
         return Manifest(kind, config, top.items("layers", descriptor))
-    if not kind:
-        raise DocumentError("neither the registry nor the document says whether it is an index or a manifest", "mediaType")
+    if declared is None:
+        raise DocumentError(
+            f"neither the registry (Content-Type {served or 'none'!r}) nor the document says whether it is an index "
+            "or a manifest",
+            "mediaType",
+        )
     raise UnsupportedDocument(kind)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegate import Mode, Platform, Policy, PolicyError, TagClass
+from imagegate import Mode, Platform, Policy, PolicyError, TagClass, Waiver
 
 
 def write(path: Path, text: str) -> Path:
@@ -102,3 +102,97 @@ def test_with_modes_validates() -> None:
         Policy().with_modes(unknown="off")
     with pytest.raises(PolicyError):
         Policy().with_modes(pinned="sometimes")
+
+
+# -- patterns, waivers that explain themselves ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "registry", "allowed"),
+    [
+        ("[::1]:5000", "[::1]:5000", True),  # a literal IPv6 registry, not a character class
+        ("[::1]:5000", ":", False),
+        ("[::1]:5000", "1", False),
+        ("registry.example.com", "registry.example.com", True),
+        ("registry.example.com", "registry.example.com:5000", False),
+        ("registry.example.com", "REGISTRY.example.com", True),
+        ("*.example.com", "eu.example.com", True),
+        ("*.example.com", "evil.com", False),
+        ("*.dkr.ecr.*.amazonaws.com", "123.dkr.ecr.eu-west-1.amazonaws.com", True),
+        ("reg?.example.com", "reg1.example.com", False),  # ? is literal
+        ("127.0.0.1:*", "127.0.0.1:5000", True),
+    ],
+)
+def test_allowed_registries_match_literally_except_star(pattern: str, registry: str, allowed: bool) -> None:
+    assert Policy(allowed_registries=(pattern,)).registry_allowed(registry) is allowed
+
+
+def test_a_backtracking_glob_cannot_hang() -> None:
+    import time
+
+    policy = Policy(allowed_registries=("*a*a*a*a*a*a*a*a*a*a*a*a*b",))
+    started = time.perf_counter()
+    assert not policy.registry_allowed("a" * 250)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_waiver_reference_star_stays_within_a_path_component() -> None:
+    from imagegate import parse_reference
+
+    waiver = Waiver("registry.example.com/vendor/*", ("non-root",), "r")
+    assert waiver.matches(parse_reference("registry.example.com/vendor/db:1.0"), "non-root")
+    assert not waiver.matches(parse_reference("registry.example.com/vendor/sub/db:1.0"), "non-root")
+    deep = Waiver("registry.example.com/vendor/**", ("non-root",), "r")
+    assert deep.matches(parse_reference("registry.example.com/vendor/sub/db:1.0"), "non-root")
+
+
+def test_a_waiver_must_list_its_checks(tmp_path: Path) -> None:
+    path = write(tmp_path / "imagegate.toml", '[[waivers]]\nreference = "x/*"\nreason = "r"\n')
+    with pytest.raises(PolicyError, match=r"needs 'checks'.*checks = \[\"\*\"\]") as info:
+        Policy.load(path)
+    assert info.value.key == "waivers[0]"
+    with pytest.raises(PolicyError, match="waives nothing"):
+        Policy.load(write(tmp_path / "imagegate.toml", '[[waivers]]\nreference = "x/*"\nreason = "r"\nchecks = []\n'))
+
+
+def test_waivers_that_cover_everything_are_announced_in_every_report() -> None:
+    policy = Policy.from_mapping(
+        {"waivers": [{"reference": "**", "checks": ["non-root"], "reason": "lazy"},
+                     {"reference": "reg.example.com/team/*", "checks": ["*"], "reason": "lazier"}]}
+    )
+    notices = policy.notices()
+    assert len(notices) == 2
+    assert "matches every image" in notices[0] and "waives every check" in notices[1]
+    assert Policy().notices() == ()
+
+
+def test_an_expired_waiver_says_when_it_expired() -> None:
+    import datetime as dt
+
+    from imagegate import Backend, CheckInput, ImageFacts, Outcome, Platform, evaluate, parse_reference
+
+    ref = parse_reference("reg.example.com/vendor/db:1.0.0")
+    policy = Policy.from_mapping(
+        {"waivers": [{"reference": "reg.example.com/vendor/*", "checks": ["non-root"], "reason": "OPS-12", "expires": dt.date(2026, 1, 31)}]}
+    )
+    facts = ImageFacts(ref, "sha256:" + "a" * 64, "m", "sha256:" + "a" * 64, "sha256:" + "b" * 64, Platform("linux", "amd64"), user="0")
+    result = next(r for r in evaluate(CheckInput(ref, facts, Backend.DOCKER, policy), dt.date(2026, 11, 29)) if r.check == "non-root")
+    assert result.outcome is Outcome.FAIL
+    assert result.note and "expired on 2026-01-31" in result.note and "OPS-12" in result.note
+
+
+@pytest.mark.parametrize("value", ["NET_BIND_SERVICE", "net_bind_service", "CAP_NET_BIND_SERVICE"])
+def test_allowed_capabilities_are_normalised(value: str) -> None:
+    assert Policy.from_mapping({"allowed-capabilities": [value]}).allowed_capabilities == ("NET_BIND_SERVICE",)
+
+
+@pytest.mark.parametrize("value", ["ALL", "net bind", "1CAP"])
+def test_bad_capabilities_are_refused(value: str) -> None:
+    with pytest.raises(PolicyError, match="not a capability"):
+        Policy.from_mapping({"allowed-capabilities": [value]})
+
+
+def test_resolve_user_names_is_a_boolean(tmp_path: Path) -> None:
+    assert Policy.from_mapping({"resolve-user-names": False}).resolve_user_names is False
+    with pytest.raises(PolicyError, match="resolve-user-names"):
+        Policy.from_mapping({"resolve-user-names": "no"})
