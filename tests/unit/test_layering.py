@@ -35,12 +35,13 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"imagegate", "_api", "_errors", "_policy", "_registry", "build._builder", "build._context", "build._lint"},
     "build": set(),
     "build._lockfile": {"_errors", "_reference"},
-    "build._context": {"_errors"},
-    "build._dockerfile": {"_errors", "dockerfile"},
-    "build._lint": {"_errors", "_reference", "build._context", "build._dockerfile"},
+    "build._files": {"_errors"},
+    "build._context": {"_errors", "build._files"},
+    "build._dockerfile": {"_errors", "build._files", "dockerfile"},
+    "build._lint": {"_errors", "_reference", "_secrets", "_user", "build._context", "build._dockerfile", "build._files"},
     "build._builder": {
         "_api", "_errors", "_policy", "_reference", "_registry", "build._context", "build._dockerfile",
-        "build._lint", "build._lockfile", "docker",
+        "build._files", "build._lint", "build._lockfile", "docker",
     },
 }
 

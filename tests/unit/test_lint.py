@@ -215,7 +215,11 @@ def test_ig008_entrypoint_or_healthcheck(tmp_path: Path, tail: str, warned: bool
      ("ENV DATABASE_URL=postgres://etl:hunter2@db:5432/x", True), ("ENV GH=ghp_" + "a" * 36, True),
      ("ARG KEY=AKIA" + "A" * 16, True), ("ENV TOKENIZERS_PARALLELISM=false", False),
      ("ENV PASSWORD_FILE_HINT_NONE=1 PATH=/usr/bin", True), ("ENV DATABASE_URL=postgres://db:5432/x", False),
-     ("ARG VERSION=1.2.3", False)],
+     ("ARG VERSION=1.2.3", False),
+     ("ENV PGPASSWORD=hunter2", True), ("ENV MYSQL_PWD=hunter2", True), ("ENV DBPASS=hunter2", True),
+     ("ENV PGPASSWORD hunter2", True), ("ENV LEGACY postgres://u:hunter2@db/x", True),
+     ("LABEL db.password=hunter2", True), ("LABEL api-token=abc", True), ('LABEL url="https://u:p@x/"', True),
+     ("ENV POSTGRES_PASSWORD_FILE=/run/secrets/pg", False), ("ENV PWD=/app", False), ("LABEL maintainer=me", False)],
 )
 def test_ig009_no_secrets_in_env_or_arg(tmp_path: Path, line: str, flagged: bool) -> None:
     report = lint(tmp_path, f"FROM busybox:1.36@{DIGEST}\n{line}\nUSER 1\nCMD x")
