@@ -7,7 +7,7 @@ Docker backend never imports the Kubernetes provider::
     ImagegateDockerOperator  provider DockerOperator, gated and hardened
     ImagegateKubernetesPodOperator  provider KubernetesPodOperator, gated, restricted PSS
     ImagegateBuildOperator   build (or find) a job directory's image, XCom the pinned reference
-    ImageRefused, ImageSourceError, LaunchMismatch, BackendOptionError, PodSecurityViolation
+    ImageRefused, ImageSourceError, LaunchMismatch, BackendOptionError, HardeningViolation, PodSecurityViolation
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 _EXPORTS = {
     "BackendOptionError": "airflow_plugin.task",
+    "HardeningViolation": "airflow_plugin._gate",
     "ContainerTask": "airflow_plugin.task",
     "ImageRefused": "airflow_plugin._gate",
     "ImageSourceError": "airflow_plugin._gate",
@@ -24,7 +25,7 @@ _EXPORTS = {
     "ImagegateDockerOperator": "airflow_plugin.docker",
     "ImagegateKubernetesPodOperator": "airflow_plugin.kubernetes",
     "LaunchMismatch": "airflow_plugin._gate",
-    "PodSecurityViolation": "airflow_plugin.kubernetes",
+    "PodSecurityViolation": "airflow_plugin._gate",
     "backend_setting": "airflow_plugin.task",
 }
 

@@ -1,39 +1,36 @@
-"""What every imagegate operator does before launching: find the image, check it, pin it.
+"""The Airflow door onto imagegate's gate: translate an operator into an ``ImageSource``, the core's
+answer into Airflow's idiom (task log, the ``imagegate`` XCom, ``AirflowException`` subclasses).
 
-No provider is imported here, so the Docker path never loads the Kubernetes
-provider (and vice versa). Data flows one way::
-
-    image= | lock_name= | job_dir=  ->  reference  ->  imagegate.check()  ->  Report
-                                                     -> launch reference ``REPO@sha256:…``
-
-Errors are ``AirflowException`` subclasses carrying data (the report, the option).
+No rule lives here: resolving, building, checking, pinning, hardening and launch verification are
+``imagegate.plan_launch`` / ``plan_pod`` / ``harden_docker``. No provider is imported here, so the
+Docker path never loads the Kubernetes provider (and vice versa), and the core itself is imported
+only when a task runs (``import imagegate`` is ~30 ms of every DAG parse otherwise).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from airflow.exceptions import AirflowException
 
-
 if TYPE_CHECKING:
-    from imagegate import Policy, Report
+    from imagegate import LaunchPlan, Policy, Report
 
-XCOM_KEY = "imagegate"  # {"pinned": REPO:TAG@sha256:…, "launched": {...} | None, "report": {...}}
-
+XCOM_KEY = "imagegate"  # {"pinned", "launched", "report", "helpers"?}
+ORCHESTRATOR = "airflow"
 
 
 def _core() -> Any:
-    """The imagegate core, imported when a task runs rather than when its DAG file is parsed
-    (it is ~30 ms of every parse otherwise; defining an operator needs none of it)."""
+    """The imagegate core, imported when a task runs rather than when its DAG file is parsed."""
     import imagegate
 
     return imagegate
+
 
 class ImageRefused(AirflowException):
     """A check failed under ``enforce``: nothing was launched. ``.report`` holds every result.
@@ -59,45 +56,80 @@ class ImageSourceError(AirflowException, ValueError):
 
 
 class LaunchMismatch(AirflowException):
-    """The engine created a container from an image other than the checked one (it was removed, never started)."""
+    """The runtime created a container from an image other than the checked one (removed, never trusted)."""
 
     def __init__(self, expected: tuple[str, ...], actual: str, container: str) -> None:
         self.expected = expected
         self.actual = actual
         self.container = container
         super().__init__(
-            f"container {container[:12]} was created from image {actual}, not the checked image "
+            f"{container} was created from image {actual}, not the checked image "
             f"({' / '.join(expected)}); it was removed without starting"
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ImageSource:
-    """Where the image comes from: exactly one of a reference, a lock-file name, or a job directory."""
+class HardeningViolation(AirflowException):
+    """A launch option would weaken the hardening (nothing was created). ``.problems`` names each field."""
 
-    image: str | None = None
-    lock_name: str | None = None
-    job_dir: str | None = None
+    def __init__(self, problems: list[str], runtime: str) -> None:
+        self.problems = problems
+        self.runtime = runtime
+        what = "the restricted Pod Security Standard" if runtime == "kubernetes" else "imagegate's Docker hardening"
+        super().__init__(
+            f"the task breaks {what} (nothing was created): " + "; ".join(problems)
+            + ". Fix: remove the override that weakens it, or pass harden=False to launch without the hardening"
+        )
 
-    def validate(self) -> None:
-        given = [name for name in ("image", "lock_name", "job_dir") if getattr(self, name)]
-        if len(given) != 1:
-            shown = ", ".join(given) or "none of them"
-            raise ImageSourceError(
-                f"give exactly one of image=, lock_name= or job_dir= (got {shown}); e.g. "
-                "image='registry.example.com/team/etl:1.4.2' or lock_name='etl'",
-                option=given[1] if len(given) > 1 else "image",
-            )
+
+class PodSecurityViolation(HardeningViolation):
+    """The pod breaks the restricted Pod Security Standard (nothing was created)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(problems, "kubernetes")
+
+
+@contextlib.contextmanager
+def airflow_errors(context: Mapping[str, Any] | None = None, task_report: Report | None = None) -> Iterator[None]:
+    """Turn the core's refusals into this door's exceptions (recording a refusal in the XCom first)."""
+    core = _core()
+    try:
+        yield
+    except core.CheckFailed as exc:
+        if task_report is not None:
+            push_record(context, task_report, None, helpers={exc.role or "helper": exc.report})
+        else:
+            push_record(context, exc.report, None)
+        raise ImageRefused(exc.report, role=exc.role, fix=exc.fix) from exc
+    except core.SourceError as exc:
+        raise ImageSourceError(str(exc), option=exc.option) from exc
+    except core.HardeningError as exc:
+        if exc.runtime == "kubernetes":
+            raise PodSecurityViolation(list(exc.problems)) from exc
+        raise HardeningViolation(list(exc.problems), exc.runtime) from exc
+    except core.LaunchMismatch as exc:
+        raise LaunchMismatch(exc.expected, exc.actual, exc.container) from exc
+
+
+def validate_source(image: Any, lock_name: Any, job_dir: Any, repository: Any) -> None:
+    """Check what can be checked at DAG parse time (nothing templated): exactly one image source."""
+    if any(isinstance(v, str) and "{{" in v for v in (image, lock_name, job_dir, repository)):
+        return  # templates render when the task runs; checked then
+    given = [name for name, value in (("image", image), ("lock_name", lock_name), ("job_dir", job_dir)) if value]
+    if len(given) != 1:
+        raise ImageSourceError(
+            f"give exactly one of image=, lock_name= or job_dir= (got {', '.join(given) or 'none of them'}); e.g. "
+            "image='registry.example.com/team/etl:1.4.2' or lock_name='etl'",
+            option=given[1] if len(given) > 1 else "image",
+        )
 
 
 def init_attributes(operator: Any, **values: Any) -> None:
     """Set the operator's own constructor arguments without ``BaseOperator.__setattr__``.
 
     That hook looks up a converter, updates the init-kwargs record and wires XComArg
-    dependencies of template fields, none of which applies inside ``__init__`` (the instance is
-    not yet marked instantiated; Airflow records these kwargs itself when ``__init__`` returns).
-    It costs ~3 µs per attribute, which a DAG file of 100 tasks would otherwise pay 800-1,000
-    times on every parse.
+    dependencies of template fields, none of which applies inside ``__init__`` (Airflow records
+    these kwargs itself when ``__init__`` returns). It costs ~3 µs per attribute, which a DAG file
+    of 100 tasks would otherwise pay 800-1,000 times on every parse.
     """
     for name, value in values.items():
         object.__setattr__(operator, name, value)
@@ -112,85 +144,65 @@ def dag_folder(operator: Any) -> Path:
 
 def load_policy(policy: Policy | str | os.PathLike[str] | None, start: Path) -> Policy:
     """A Policy object as given, a policy file path, or the nearest policy from *start* upwards."""
-    if isinstance(policy, _core().Policy):
+    core = _core()
+    if isinstance(policy, core.Policy):
         return policy
     if policy:
         path = Path(policy)
-        return _core().Policy.load(path if path.is_absolute() else start / path)
-    return _core().Policy.discover(start)
+        return core.Policy.load(path if path.is_absolute() else start / path)
+    return core.Policy.discover(start)
 
 
-def lock_reference(name: str, lock_file: str | os.PathLike[str] | None, start: Path) -> str:
-    """The pinned reference locked under *name* (the lock file given, ``$IMAGEGATE_LOCK_FILE``, or the nearest)."""
-    path = lock_file or os.environ.get("IMAGEGATE_LOCK_FILE") or _core().find_lock_file(start)
-    if not path:
+def configured_lock_file(lock_file: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    """The lock file a task names: its own, else (unless ``$IMAGEGATE_LOCK_FILE`` is set) ``[imagegate] lock_file``."""
+    if lock_file or os.environ.get("IMAGEGATE_LOCK_FILE"):
+        return lock_file
+    from airflow.configuration import conf
+
+    return conf.get("imagegate", "lock_file", fallback=None) or None
+
+
+def image_source(operator: Any, start: Path) -> Any:
+    """The operator's rendered ``image``/``lock_name``/``job_dir`` as the core's ``ImageSource``."""
+    core = _core()
+    options = dict(operator.build_options or {})
+    build = core.BuildOptions(
+        dockerfile=options.pop("dockerfile", None),
+        build_args=dict(options.pop("build_args", None) or {}),
+        target=options.pop("target", None),
+        platform=options.pop("platform", None),
+        tag_policy=options.pop("tag_policy", "content"),
+    )
+    if options:
         raise ImageSourceError(
-            f"lock_name={name!r} needs a lock file: none named {_core().LOCK_FILE} in {start} or its parents; "
-            "pass lock_file= or set IMAGEGATE_LOCK_FILE",
-            option="lock_name",
+            f"build_options {sorted(options)} are not build options; use dockerfile, build_args, target, platform, tag_policy",
+            option="build_options",
         )
-    path = Path(path)
-    return str(_core().LockFile.load(path if path.is_absolute() else start / path).get(name))
+    image = operator.image.strip() if isinstance(operator.image, str) and operator.image.strip() else None
+    return core.ImageSource(
+        image=image, lock_name=operator.lock_name or None, job_dir=operator.job_dir or None,
+        lock_file=configured_lock_file(operator.lock_file), repository=operator.repository, build=build, start=start,
+    )
 
 
-def build_reference(
-    job_dir: str,
-    start: Path,
-    *,
-    repository: str | None,
-    build_options: Mapping[str, Any] | None,
-    policy: Policy,
-    log: logging.Logger,
-) -> str:
-    """Build (or find, when up to date) the image of *job_dir* and return its pinned reference."""
-    if not repository:
-        raise ImageSourceError(
-            f"job_dir={job_dir!r} needs repository= (where the image is pushed), e.g. 'registry.example.com/jobs/etl'",
-            option="repository",
-        )
-    from imagegate import build_image  # loads the builder (and the docker SDK) only for job_dir=
-    context = Path(job_dir)
-    context = context if context.is_absolute() else start / context
-    if not context.is_dir():
-        raise ImageSourceError(f"job_dir={job_dir!r}: {context} is not a directory", option="job_dir")
-    options = dict(build_options or {})
-    options.setdefault("progress", lambda line: None if line.startswith("\r") else log.info("%s", line.rstrip()))
-    result = build_image(context, repository=repository, policy=policy, **options)
-    log.info("imagegate: %s %s", "built" if result.built else "up to date:", result.pinned)
-    return str(result.pinned)
-
-
-def run_checks(
-    reference: str,
-    *,
-    backend: str,
-    user: str | None,
-    policy: Policy,
-    log: logging.Logger,
-    context: Mapping[str, Any] | None = None,
-    started: float | None = None,
-    role: str | None = None,
-    fix: str | None = None,
-    task_report: Report | None = None,
-) -> Report:
-    """Check *reference*; log the readable report; on failure record it in XCom and raise :class:`ImageRefused`.
-
-    *started* (a ``time.perf_counter()`` from the start of the gate) adds how long the whole
-    gate took (loading imagegate, the policy, resolving or building, the checks) to the log.
-    For a helper container's image give its *role* (logged and named in the error), the *fix*
-    for a refusal, and the task's own *task_report* (the XCom record keeps both).
-    """
-    report = _core().check(reference, backend=backend, user=user, policy=policy)
-    log_report(log, report, role)
-    if started is not None:
-        log.info("imagegate: gate took %.0f ms", (time.perf_counter() - started) * 1000)
-    if not report.passed or report.pinned is None:
-        if task_report is not None:
-            push_record(context, task_report, None, helpers={role or "helper": report})
-        else:
-            push_record(context, report, None)
-        raise ImageRefused(report, role=role, fix=fix)
-    return report
+def plan(operator: Any, context: Any, *, backend: str, user: str | None, policy: Policy) -> LaunchPlan:
+    """The core gate for *operator*'s image: logged in the task log; a refusal recorded in XCom and raised."""
+    started = time.perf_counter()
+    log = operator.log
+    with airflow_errors(context):
+        try:
+            result = _core().plan_launch(
+                image_source(operator, dag_folder(operator)), backend=backend, user=user, policy=policy,
+                progress=lambda line: None if line.startswith("\r") else log.info("%s", line.rstrip()),
+            )
+        except _core().CheckFailed as exc:
+            log_report(log, exc.report, exc.role)
+            raise
+    log_report(log, result.report)
+    if result.build is not None:
+        log.info("imagegate: %s %s", "built" if result.build.built else "up to date:", result.pinned)
+    log.info("imagegate: gate took %.0f ms", (time.perf_counter() - started) * 1000)
+    return result
 
 
 def log_report(log: Any, report: Report, role: str | None = None) -> None:
@@ -200,15 +212,9 @@ def log_report(log: Any, report: Report, role: str | None = None) -> None:
         log.info("%s%s", prefix, line)
 
 
-def run_as_user(context: Any) -> str | None:
-    """``runAsUser`` of a security context given as a V1 object or a dict (either spelling), as text."""
-    if context is None:
-        return None
-    if isinstance(context, dict):
-        value = context.get("runAsUser", context.get("run_as_user"))
-    else:
-        value = getattr(context, "run_as_user", None)
-    return None if value is None else str(value)
+def task_label(operator: Any) -> str:
+    dag_id = operator.dag_id if operator.has_dag() else None
+    return f"{dag_id or '-'}.{operator.task_id}"
 
 
 def push_record(
@@ -219,16 +225,14 @@ def push_record(
 ) -> None:
     """One XCom per task (``imagegate``): what was checked, what was launched, the report
     (and, under ``helpers``, the report of each helper container's image, e.g. the XCom sidecar)."""
-    if report is not None:
-        record: dict[str, Any] = {"pinned": report.pinned, "launched": launched, "report": report.to_dict()}
-        if helpers:
-            record["helpers"] = {role: {"pinned": r.pinned, "report": r.to_dict()} for role, r in helpers.items()}
-        push_xcom(context, XCOM_KEY, record)
-
-
-def launch_reference(report: Report) -> str:
-    """``REGISTRY/REPO@sha256:…``: what the runtime is given (no tag, so nothing can re-resolve it)."""
-    return str(_core().launch_reference(report.pinned or ""))
+    if report is None:
+        return
+    record: dict[str, Any] = {"pinned": report.pinned, "launched": launched, "report": report.to_dict()}
+    if helpers:
+        record["helpers"] = {role: {"pinned": r.pinned, "report": r.to_dict()} for role, r in helpers.items()}
+    ti = (context or {}).get("ti")
+    if ti is not None:
+        ti.xcom_push(key=XCOM_KEY, value=record)
 
 
 def manifest_url(reference: str) -> str:
@@ -238,33 +242,5 @@ def manifest_url(reference: str) -> str:
     return f"{scheme}://{ref.api_host}/v2/{ref.repository}/manifests/{ref.digest}"
 
 
-def push_xcom(context: Mapping[str, Any] | None, key: str, value: Any) -> None:
-    """Push *value* under *key* when running as a task (not in ``dry_run()``)."""
-    ti = (context or {}).get("ti")
-    if ti is not None:
-        ti.xcom_push(key=key, value=value)
-
-
 def normalise_user(user: str | int | None) -> str | None:
     return None if user is None or user == "" else str(user)
-
-
-def source_reference(
-    source: ImageSource,
-    *,
-    start: Path,
-    lock_file: str | os.PathLike[str] | None,
-    repository: str | None,
-    build_options: Mapping[str, Any] | None,
-    policy: Policy,
-    log: logging.Logger,
-) -> str:
-    """The reference to check for *source* (rendered values): as given, from the lock file, or built."""
-    source.validate()
-    if source.image:
-        return source.image.strip()
-    if source.lock_name:
-        return lock_reference(source.lock_name, lock_file, start)
-    return build_reference(
-        str(source.job_dir), start, repository=repository, build_options=build_options, policy=policy, log=log
-    )

@@ -16,6 +16,7 @@ also records the pin in the lock file.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from airflow.sdk import BaseOperator
@@ -83,28 +84,20 @@ class ImagegateBuildOperator(BaseOperator):
         lock = None
         if self.lock_name:
             lock = str(self.lock_file or imagegate.find_lock_file(start) or start / imagegate.LOCK_FILE)
-        options = {
-            "dockerfile": self.dockerfile,
-            "target": self.target,
-            "build_args": self.build_args,
-            "platform": self.platform,
-            "tag_policy": self.tag_policy,
-            "lock": lock,
-            "name": self.lock_name,
-            "progress": self._progress,
-        }
-        pinned = _gate.build_reference(
-            self.job_dir,
-            start,
-            repository=self.repository,
-            build_options={k: v for k, v in options.items() if v is not None},
-            policy=policy,
-            log=self.log,
-        )
-        if self.check:
-            report = _gate.run_checks(pinned, backend=self.backend, user=None, policy=policy, log=self.log, context=context)
-            _gate.push_record(context, report, None)
-        return pinned
+        job_dir = Path(self.job_dir)
+        context_dir = job_dir if job_dir.is_absolute() else start / job_dir
+        with _gate.airflow_errors(context):
+            result = imagegate.build_image(
+                context_dir, repository=self.repository, dockerfile=self.dockerfile, target=self.target,
+                build_args=self.build_args, platform=self.platform, tag_policy=self.tag_policy, policy=policy,
+                progress=self._progress, lock=lock, name=self.lock_name,
+            )
+            self.log.info("imagegate: %s %s", "built" if result.built else "up to date:", result.pinned)
+            if self.check:
+                plan = imagegate.plan_launch(imagegate.ImageSource(image=result.pinned), backend=self.backend, policy=policy)
+                _gate.log_report(self.log, plan.report)
+                _gate.push_record(context, plan.report, None)
+        return str(result.pinned)
 
     def _progress(self, line: str) -> None:
         if not line.startswith("\r"):  # transient progress lines are for terminals

@@ -1,16 +1,17 @@
-"""``ImagegateDockerOperator``: the provider's DockerOperator, gated and hardened.
+"""``ImagegateDockerOperator``: the provider's DockerOperator behind imagegate's gate.
 
-Before anything is created the image is resolved (or built), checked, and
-pinned; the container is created from ``REPO@sha256:…`` only, verified against
-the checked image before it starts, and runs with ``no-new-privileges`` and
-every capability dropped. Importing this module does not import the
-Kubernetes provider.
+Before anything is created the image is resolved (or built), checked and pinned
+(``imagegate.plan_launch``); the container is created from ``REPO@sha256:…`` only, with
+imagegate's Docker hardening (``imagegate.harden_docker``: no privilege escalation, every
+capability dropped unless the policy allows it), labelled with imagegate's label scheme, and
+verified against the checked image before it starts. Importing this module does not import
+the Kubernetes provider.
 """
 
 from __future__ import annotations
 
 import os
-import time
+import uuid
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -22,10 +23,7 @@ from airflow_plugin.links import LaunchedImageLink
 if TYPE_CHECKING:
     from docker import APIClient
 
-    from imagegate import Policy, Report
-
-DEFAULT_SECURITY_OPT = ("no-new-privileges",)
-DEFAULT_CAP_DROP = ("ALL",)
+    from imagegate import LaunchPlan, Policy, Report
 
 
 class ImagegateDockerOperator(DockerOperator):
@@ -40,10 +38,10 @@ class ImagegateDockerOperator(DockerOperator):
         ``imagegate.toml`` / ``pyproject.toml [tool.imagegate]`` from the DAG file's folder.
     :param lock_file: the lock file for ``lock_name`` (default: ``$IMAGEGATE_LOCK_FILE`` or the nearest).
     :param repository: where ``job_dir`` builds are pushed. (templated)
-    :param build_options: extra keyword arguments for ``imagegate.build_image`` (``build_args``,
-        ``dockerfile``, ``target``, ``tag_policy``…).
-    :param security_opt: Docker security options (default ``["no-new-privileges"]``).
-    :param cap_drop: capabilities to drop (default ``["ALL"]``; add back what the job needs with ``cap_add``).
+    :param build_options: ``dockerfile``, ``build_args``, ``target``, ``platform``, ``tag_policy``.
+    :param security_opt: more Docker security options (``no-new-privileges`` is always added).
+    :param cap_drop: capabilities to drop (``ALL`` is always dropped); ``cap_add`` may add back only
+        what the policy lists under ``allowed-capabilities``.
 
     XCom: ``return_value`` is the provider's (the last log line); ``imagegate`` the record
     ``{"pinned", "launched", "report"}``: the pinned reference, what the engine ran (container
@@ -54,6 +52,7 @@ class ImagegateDockerOperator(DockerOperator):
     operator_extra_links = (LaunchedImageLink(),)
     imagegate_gated = True  # the cluster policy leaves this operator alone
     imagegate_report: Report | None = None  # set by gate()
+    imagegate_plan: LaunchPlan | None = None
     imagegate_launched: dict[str, Any] | None = None  # set when the container is created
 
     def __init__(
@@ -70,12 +69,9 @@ class ImagegateDockerOperator(DockerOperator):
         cap_drop: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("privileged"):
-            raise _gate.ImageSourceError(
-                "privileged=True is refused: it undoes no-new-privileges and cap_drop; add the one capability "
-                "the job needs with cap_add= instead",
-                option="privileged",
-            )
+        if kwargs.get("privileged"):  # refused whatever the policy: say so when the DAG is parsed, not at run time
+            with _gate.airflow_errors():
+                _gate._core().harden_docker({"privileged": True}, _gate._core().Policy())
         super().__init__(image=image or "", **kwargs)
         _gate.init_attributes(
             self,
@@ -85,39 +81,31 @@ class ImagegateDockerOperator(DockerOperator):
             lock_file=lock_file,
             build_options=dict(build_options or {}),
             policy=policy,
-            security_opt=list(DEFAULT_SECURITY_OPT if security_opt is None else security_opt),
-            cap_drop=list(DEFAULT_CAP_DROP if cap_drop is None else cap_drop),
+            security_opt=list(security_opt or ()),
+            cap_drop=list(cap_drop or ()),
         )
-        # not templated, so validated now; templated values are validated in execute()
-        if not any(isinstance(v, str) and "{{" in v for v in (image, lock_name, job_dir)):
-            _gate.ImageSource(image, lock_name, job_dir).validate()
+        _gate.validate_source(image, lock_name, job_dir, repository)
 
     # -- the gate ---------------------------------------------------------------------
 
     def gate(self, context: Any) -> Report:
-        """Resolve (or build) the image, run the checks, and point ``self.image`` at the pinned digest.
+        """Resolve (or build) the image, check it, and point ``self.image`` at the pinned digest.
 
-        Raises :class:`~airflow_plugin.ImageRefused` (nothing is created) when a check fails.
+        Raises :class:`~airflow_plugin.ImageRefused` (nothing is created) when a check fails, and
+        :class:`~airflow_plugin.HardeningViolation` for an option that would weaken the hardening.
         """
-        started = time.perf_counter()
-        start = _gate.dag_folder(self)
-        policy = _gate.load_policy(self.policy, start)
-        reference = _gate.source_reference(
-            _gate.ImageSource(self.image or None, self.lock_name, self.job_dir),
-            start=start,
-            lock_file=self.lock_file,
-            repository=self.repository,
-            build_options=self.build_options,
-            policy=policy,
-            log=self.log,
-        )
-        report = _gate.run_checks(
-            reference, backend="docker", user=_gate.normalise_user(self.user), policy=policy, log=self.log,
-            context=context, started=started,
-        )
-        self.imagegate_report = report
-        self.image = _gate.launch_reference(report)
-        return report
+        policy = _gate.load_policy(self.policy, _gate.dag_folder(self))
+        with _gate.airflow_errors(context):
+            # refuse weakening options before the registry is asked anything
+            _gate._core().harden_docker(self._host_options(), policy)
+        plan = _gate.plan(self, context, backend="docker", user=_gate.normalise_user(self.user), policy=policy)
+        self.imagegate_plan, self.imagegate_report, self._imagegate_policy = plan, plan.report, policy
+        self.image = plan.launch
+        return plan.report
+
+    def _host_options(self) -> dict[str, Any]:
+        return {"privileged": self.privileged, "cap_add": self.cap_add, "cap_drop": self.cap_drop,
+                "security_opt": self.security_opt, "ipc_mode": self.ipc_mode}
 
     def execute(self, context: Any) -> Any:
         self.gate(context)
@@ -125,10 +113,9 @@ class ImagegateDockerOperator(DockerOperator):
 
     def launch(self, context: Any) -> Any:
         """Run the container from the checked digest (call :meth:`gate` first)."""
-        if self.imagegate_report is None:
+        if self.imagegate_plan is None:
             raise _gate.ImageSourceError("launch() before gate(): nothing was checked", option="image")
-        # A digest never changes, so pulling it again cannot fetch a different image.
-        self.force_pull = False
+        self.force_pull = False  # a digest never changes: pulling it again cannot fetch another image
         result = super().execute(context)
         _gate.push_record(context, self.imagegate_report, self.imagegate_launched)
         return result
@@ -147,11 +134,11 @@ class ImagegateDockerOperator(DockerOperator):
 class _GatedClient:
     """The provider's docker ``APIClient`` with three changes; everything else passes through.
 
-    - ``create_host_config`` adds ``security_opt`` and ``cap_drop`` (the provider has no such arguments);
-    - ``create_container`` refuses any image but the checked digest, and labels the container
-      ``imagegate.dev/pinned`` (the checked reference) and ``imagegate.dev/task`` (``DAG.TASK``);
-    - after creating, it reads the container's image id from the engine and removes the container
-      without starting it when that is not the checked image.
+    - ``create_host_config`` merges in ``imagegate.harden_docker`` (the provider has no
+      ``security_opt``/``cap_drop`` arguments);
+    - ``create_container`` refuses a call for another image than the operator's and adds imagegate's labels;
+    - after creating, it asks the engine which image the container has, and removes the container
+      without starting it when that is not the checked image (``LaunchPlan.verify``).
     """
 
     def __init__(self, client: APIClient, operator: ImagegateDockerOperator) -> None:
@@ -163,32 +150,35 @@ class _GatedClient:
 
     def create_host_config(self, **kwargs: Any) -> Any:
         op = self._operator
-        kwargs.setdefault("security_opt", list(op.security_opt) or None)
-        kwargs.setdefault("cap_drop", list(op.cap_drop) or None)
-        return self._client.create_host_config(**kwargs)
+        given = {**kwargs, "security_opt": op.security_opt, "cap_drop": op.cap_drop}
+        with _gate.airflow_errors():
+            hardened = _gate._core().harden_docker(given, op._imagegate_policy)
+        return self._client.create_host_config(**hardened)
 
     def create_container(self, **kwargs: Any) -> dict[str, Any]:
         op = self._operator
-        report = op.imagegate_report
-        if report is None or kwargs.get("image") != op.image:
+        plan = op.imagegate_plan
+        if plan is None or kwargs.get("image") != op.image:
             raise _gate.ImageSourceError(f"refusing to create a container from unchecked image {kwargs.get('image')!r}")
+        # Whatever changed op.image after the gate, the engine's record of the created container decides below.
         labels = kwargs.get("labels") or {}
         labels = dict.fromkeys(labels, "") if isinstance(labels, list) else dict(labels)
-        dag_id = op.dag_id if op.has_dag() else None
-        labels.update({"imagegate.dev/pinned": report.pinned or "", "imagegate.dev/task": f"{dag_id or '-'}.{op.task_id}"})
+        labels.update(_gate._core().container_labels(
+            plan, orchestrator=_gate.ORCHESTRATOR, task=_gate.task_label(op), launch_id=uuid.uuid4().hex))
         kwargs["labels"] = labels
         container = self._client.create_container(**kwargs)
-        facts = report.facts or {}
-        expected = tuple(d for d in (facts.get("config_digest"), facts.get("manifest_digest"), facts.get("digest")) if d)
         actual = self._client.inspect_container(container["Id"])["Image"]
-        if actual not in expected:
+        try:
+            with _gate.airflow_errors():
+                plan.verify(actual, container=container["Id"])
+        except _gate.LaunchMismatch:
             self._client.remove_container(container["Id"], force=True)
-            raise _gate.LaunchMismatch(expected, actual, container["Id"])
+            raise
         op.imagegate_launched = {
-            "pinned": report.pinned,
-            "launched": op.image,
+            "pinned": str(plan.pinned),
+            "launched": plan.launch,
             "container_id": container["Id"],
             "image_id": actual,
         }
-        op.log.info("imagegate: container %s runs image %s (%s)", container["Id"][:12], actual, report.pinned)
+        op.log.info("imagegate: container %s runs image %s (%s)", container["Id"][:12], actual, plan.pinned)
         return container

@@ -53,6 +53,22 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "enforce",
                         "default": "off",
                     },
+                    "policy": {
+                        "description": "The imagegate policy file for every task (imagegate.toml or pyproject.toml); "
+                        "default: the nearest one from each DAG file's folder.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/opt/airflow/imagegate.toml",
+                        "default": None,
+                    },
+                    "lock_file": {
+                        "description": "The lock file lock_name= and the macros read when a task names none and "
+                        "IMAGEGATE_LOCK_FILE is unset; default: the nearest imagegate.lock.json.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/opt/airflow/dags/imagegate.lock.json",
+                        "default": None,
+                    },
                     "backend": {
                         "description": "Default backend of ContainerTask when IMAGEGATE_BACKEND and the "
                         "imagegate_backend Variable are unset: docker or kubernetes.",

@@ -191,11 +191,15 @@ def ContainerTask(  # noqa: N802 - a factory that reads like the class it return
         shared = {"arguments": _as_list(command), "cmds": _as_list(entrypoint), "env_vars": environment}
         specific = dict(kubernetes_options or {})
         if user is not None:
-            uid = str(user).partition(":")[0]
-            if not uid.isdigit():
+            from imagegate import numeric_ids  # the core's reading of a user; loaded only when one is given
+
+            uid, gid = numeric_ids(str(user))
+            if uid is None:
                 raise BackendOptionError("user", chosen, "a numeric UID (runAsUser); the kubelet cannot check a user name")
             context = dict(specific.get("security_context") or {})
-            context.setdefault("runAsUser", int(uid))
+            context.setdefault("runAsUser", uid)
+            if gid is not None:
+                context.setdefault("runAsGroup", gid)
             specific["security_context"] = context
     args.update({k: v for k, v in shared.items() if v is not None})
     accepted = _accepted(cls)

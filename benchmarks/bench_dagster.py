@@ -129,7 +129,7 @@ def materialization_overhead(image: str, runs: int) -> dict[str, object]:
             # removed in the background; finish both before the next run
             wait_for_removals()
             for container in engine.containers.list(all=True, filters={"ancestor": digest_ref}):
-                if "io.imagegate.launch" not in (container.labels or {}):
+                if "imagegate.dev/launch" not in (container.labels or {}):
                     try:
                         container.remove(force=True)
                     except docker.errors.APIError:  # already gone, or being removed by someone else

@@ -2,8 +2,10 @@
 
 - :class:`ImagegateResource` — registry, policy, lock-file and build settings; ``preflight()``.
 - :class:`ImagegateDockerClient` — ``PipesDockerClient`` that gates, then launches by digest, hardened.
-- :class:`ImagegateK8sClient` — ``PipesK8sClient`` with the restricted security context
-  (loaded on first use: ``import dagster_integration`` does not import dagster-k8s).
+- :class:`ImagegateK8sClient` — ``PipesK8sClient`` whose every container is gated, under the
+  restricted profile (loaded on first use: ``import dagster_integration`` does not import dagster-k8s).
+
+No rule lives here: the gate, the hardening and the launch verification are imagegate's core.
 - :func:`image_check_specs` — the ``image_pinned`` / ``image_non_root`` / ``dockerfile_lint``
   asset checks to declare on an asset.
 - :class:`ContainerAssetComponent` — the ``dg`` component (``dagster_integration.components``).
@@ -21,10 +23,9 @@ from dagster_integration._asset_checks import (
     image_check_specs,
 )
 from dagster_integration._docker import ImagegateDockerClient, wait_for_removals
-from dagster_integration._errors import BuildRefused, ImagegateDagsterError, ImageRefused
+from dagster_integration._errors import BuildRefused, ImagegateDagsterError, ImageRefused, LaunchMismatch
 from dagster_integration._invocation import ImagegateInvocation
 from dagster_integration._resource import ImagegateResource, Preflight, report_metadata
-from dagster_integration._security import docker_hardening, restricted_pod_spec
 
 if TYPE_CHECKING:
     from dagster_integration._k8s import ImagegateK8sClient
@@ -43,11 +44,10 @@ __all__ = [
     "ImagegateInvocation",
     "ImagegateK8sClient",
     "ImagegateResource",
+    "LaunchMismatch",
     "Preflight",
-    "docker_hardening",
     "image_check_specs",
     "report_metadata",
-    "restricted_pod_spec",
     "wait_for_removals",
 ]
 

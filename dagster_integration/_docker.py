@@ -1,11 +1,12 @@
-"""``ImagegateDockerClient``: dagster-docker's ``PipesDockerClient`` behind the gate.
+"""``ImagegateDockerClient``: dagster-docker's ``PipesDockerClient`` behind imagegate's gate.
 
-``run()`` resolves (or builds) and checks the image first; a refused image raises
-:class:`ImageRefused` before any Docker call. Otherwise the container is created
-from ``registry/repository@sha256:…`` with ``no-new-privileges`` and every
-capability dropped, run to completion through the parent's Pipes session, and
-removed. The invocation's results carry the pinned reference, the report and
-the last lines of the job's output in their metadata.
+``run()`` plans the launch first (``imagegate.plan_launch``); a refused image raises
+:class:`ImageRefused` before any Docker call. Otherwise the container is created from
+``registry/repository@sha256:…`` with imagegate's Docker hardening (``imagegate.harden_docker``)
+and label scheme, compared with the plan as soon as the engine created it (removed, never
+started, when it is not the checked image), run to completion through the parent's Pipes
+session, and removed. The invocation's results carry the pinned reference, the report and the
+last lines of the job's output in their metadata.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from dagster_docker import PipesDockerClient
 from dagster_docker.pipes import PipesDockerLogsMessageReader
 from dagster_pipes import PipesExtras
 
-from dagster_integration._invocation import ImagegateInvocation
-from dagster_integration._resource import ImagegateResource
-from dagster_integration._security import docker_hardening
+import imagegate
 
-RUN_LABEL = "io.imagegate.launch"  # one id per launch, to find and remove exactly that container
-PINNED_LABEL = "io.imagegate.pinned"
+from dagster_integration._errors import ImagegateDagsterError, LaunchMismatch
+from dagster_integration._invocation import ImagegateInvocation
+from dagster_integration._resource import ImagegateResource, Preflight
+
+RUN_LABEL = "imagegate.dev/launch"  # imagegate.LABEL_LAUNCH: one id per launch, to find exactly that container
+PINNED_LABEL = "imagegate.dev/pinned"
+ORCHESTRATOR = "dagster"
 OUTPUT_LINES = 20
 
 
@@ -86,6 +90,7 @@ class ImagegateDockerClient(PipesDockerClient):
         super().__init__(env=env, registry=registry, context_injector=context_injector, message_reader=TailingDockerLogsReader())
         self.imagegate = imagegate or ImagegateResource()
         self.remove = remove
+        self._local = threading.local()  # the launch in progress, per thread (a client may serve several steps)
 
     def run(  # type: ignore[override]
         self,
@@ -114,15 +119,18 @@ class ImagegateDockerClient(PipesDockerClient):
             BuildRefused: lint errors refused the job directory's build; nothing was built or created.
             DagsterPipesError: the container exited non-zero (from dagster-docker).
         """
-        kwargs = docker_hardening(container_kwargs)  # bad kwargs fail before the registry is asked
+        policy = self.imagegate.load_policy()
+        kwargs = _hardened(container_kwargs, policy)  # bad kwargs fail before the registry is asked
         gate = self.imagegate.preflight(
             context, image=image, lock_name=lock_name, job_directory=job_directory, dockerfile=dockerfile,
             build_args=build_args, backend="docker", user=user,
         )
         launch_id = uuid.uuid4().hex
-        kwargs["labels"] = {**dict(kwargs.get("labels") or {}), RUN_LABEL: launch_id, PINNED_LABEL: gate.report.pinned or ""}
+        labels = imagegate.container_labels(gate.plan, orchestrator=ORCHESTRATOR, task=_task(context), launch_id=launch_id)
+        kwargs["labels"] = {**dict(kwargs.get("labels") or {}), **labels}
         if user:
             kwargs["user"] = user
+        self._local.gate = gate
         try:
             try:
                 inner = super().run(
@@ -138,9 +146,28 @@ class ImagegateDockerClient(PipesDockerClient):
                 gate.log_checks(context)  # the step fails: record the checks now
                 raise
         finally:
+            self._local.gate = None
             if self.remove:
                 _remove_in_background(launch_id)
         return ImagegateInvocation(inner, gate, self._output_tail())
+
+    def _create_container(self, client: Any, image: str, *args: Any, **kwargs: Any) -> Any:
+        """The parent's create, then the engine's record of the new container is compared with the plan.
+
+        dagster-docker has no public hook between creating and starting a container; this is the
+        method its ``run`` calls for the create (and only that), so the check sits here.
+        """
+        container = super()._create_container(client, image, *args, **kwargs)
+        gate: Preflight | None = getattr(self._local, "gate", None)
+        if gate is None or image != gate.launch:
+            container.remove(force=True)
+            raise LaunchMismatch(f"refusing to run a container from unchecked image {image!r}")
+        try:
+            gate.plan.verify(container.attrs.get("Image", ""), container=container.id)
+        except imagegate.LaunchMismatch as exc:
+            container.remove(force=True)
+            raise LaunchMismatch(str(exc)) from exc
+        return container
 
     def _output_tail(self) -> list[str]:
         reader = self.message_reader
@@ -151,11 +178,24 @@ _removals: set[threading.Thread] = set()
 _removals_lock = threading.Lock()
 
 
+def _hardened(container_kwargs: Mapping[str, Any] | None, policy: imagegate.Policy) -> dict[str, Any]:
+    try:
+        return imagegate.harden_docker(container_kwargs, policy)
+    except imagegate.HardeningError as exc:
+        raise ImagegateDagsterError(str(exc), setting="container_kwargs") from exc
+
+
+def _task(context: Any) -> str:
+    """The asset key (or op name) a container runs for: its ``imagegate.dev/task`` label."""
+    keys = getattr(context, "selected_asset_keys", None) or ()
+    return ",".join(sorted(k.to_user_string() for k in keys)) or getattr(getattr(context, "op", None), "name", "") or "-"
+
+
 def _remove_in_background(launch_id: str) -> None:
     """Remove the exited container off the step's critical path (``docker rm`` takes ~0.1 s).
 
     The process waits for pending removals when it exits (``atexit``); a process
-    killed first leaves a stopped container labelled ``io.imagegate.launch``.
+    killed first leaves a stopped container labelled ``imagegate.dev/launch``.
     """
     thread = threading.Thread(target=_remove_containers, args=(launch_id,), name=f"imagegate-rm-{launch_id[:8]}", daemon=True)
     with _removals_lock:

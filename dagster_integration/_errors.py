@@ -7,7 +7,8 @@
 
     dagster.Failure
      ├── ImageRefused(.report)        a check failed under enforce; nothing was launched
-     └── BuildRefused(.lint)          Dockerfile lint errors refused the build; nothing built or launched
+     ├── BuildRefused(.lint)          Dockerfile lint errors refused the build; nothing built or launched
+     └── LaunchMismatch               the runtime created something other than the checked image (removed)
 """
 
 from __future__ import annotations
@@ -58,3 +59,10 @@ class BuildRefused(dg.Failure):
             allow_retries=False,
         )
         self.lint = lint
+
+
+class LaunchMismatch(dg.Failure):
+    """The engine or kubelet created a container from an image other than the checked one; it was removed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(description=message, allow_retries=False)

@@ -1,28 +1,60 @@
-"""``ImagegateK8sClient``: dagster-k8s's ``PipesK8sClient`` behind the gate.
+"""``ImagegateK8sClient``: dagster-k8s's ``PipesK8sClient`` behind imagegate's gate.
 
 Imported only when used (``dagster_integration.ImagegateK8sClient``), so
 ``import dagster_integration`` does not load dagster-k8s or the kubernetes client.
 
-The pod is the one dagster-k8s's :func:`dagster_k8s.pipes.build_pod_body` renders,
-given the digest reference and a ``base_pod_spec`` with the restricted Pod
-Security Standard merged in (:func:`restricted_pod_spec`). :meth:`render_pod`
-returns that pod without a cluster, for review and tests.
+The pod is planned by the core (``imagegate.plan_pod``): the first container runs the checked
+digest, every other container (init containers, sidecars of ``base_pod_spec``) is checked and
+pinned too, and the restricted Pod Security Standard is applied (your values win where they
+satisfy it; one that breaks it is an error naming the field). dagster-k8s's own
+:func:`dagster_k8s.pipes.build_pod_body` renders it; :meth:`render_pod` returns that pod without a
+cluster, for review and tests. Once the pod exists, the pod the API server stored and each
+container's ``imageID`` are compared with the plan.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import dagster as dg
+import imagegate
+import kubernetes
 from dagster_k8s import PipesK8sClient
-from dagster_k8s.pipes import build_pod_body
 from dagster_k8s.models import k8s_snake_case_dict
+from dagster_k8s.pipes import DEFAULT_CONTAINER_NAME, build_pod_body, get_pod_name
 from dagster_pipes import PipesExtras
 
+from dagster_integration._errors import ImagegateDagsterError, LaunchMismatch
 from dagster_integration._invocation import ImagegateInvocation
 from dagster_integration._resource import ImagegateResource, Preflight
-from dagster_integration._security import restricted_pod_spec
+
+ORCHESTRATOR = "dagster"
+
+
+def _camel(model: type, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A pod spec or metadata given in either key case, as the camelCase dict the API server reads.
+
+    dagster-k8s's ``k8s_snake_case_dict`` reads either case (and refuses unknown keys); the way back
+    follows the kubernetes client models' own ``attribute_map``/``openapi_types``, so free-form maps
+    (labels, ``nodeSelector``, resource limits) keep their keys.
+    """
+    return _to_camel(model.__name__, k8s_snake_case_dict(model, dict(value))) if value else {}
+
+
+def _to_camel(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind.startswith("list[") and isinstance(value, list):
+        return [_to_camel(kind[5:-1], item) for item in value]
+    if kind.startswith("dict(") or kind.startswith("dict[") or kind in ("object", "str", "int", "bool", "float", "datetime"):
+        return value
+    model = getattr(kubernetes.client, kind, None)
+    if model is None or not isinstance(value, Mapping):
+        return value
+    return {model.attribute_map.get(k, k): _to_camel(model.openapi_types.get(k, "object"), v) for k, v in value.items()}
 
 
 class ImagegateK8sClient(PipesK8sClient):
@@ -36,6 +68,8 @@ class ImagegateK8sClient(PipesK8sClient):
     def __init__(self, imagegate: ImagegateResource | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.imagegate = imagegate or ImagegateResource()
+        self._planned: dict[str, imagegate.PodPlan] = {}
+        self._lock = threading.Lock()
 
     def preflight(
         self,
@@ -54,12 +88,36 @@ class ImagegateK8sClient(PipesK8sClient):
             build_args=build_args, backend="kubernetes", user=user,
         )
 
-    def pod_spec(self, gate: Preflight, base_pod_spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """*base_pod_spec* (either key case) in snake_case, with the restricted security context."""
-        import kubernetes
+    def plan_pod(
+        self,
+        gate: Preflight,
+        *,
+        command: str | Sequence[str] | None = None,
+        base_pod_meta: Mapping[str, Any] | None = None,
+        base_pod_spec: Mapping[str, Any] | None = None,
+        task: str | None = None,
+    ) -> imagegate.PodPlan:
+        """The pod (camelCase) with every image checked and pinned and the restricted profile applied."""
+        spec = _camel(kubernetes.client.V1PodSpec, base_pod_spec)
+        containers = spec.setdefault("containers", [{}]) or [{}]
+        spec["containers"] = containers
+        first = containers[0]
+        first.setdefault("name", DEFAULT_CONTAINER_NAME)
+        first["image"] = gate.launch
+        if command is not None:
+            first["command"] = [command] if isinstance(command, str) else list(command)
+        pod = {"metadata": _camel(kubernetes.client.V1ObjectMeta, base_pod_meta), "spec": spec}
+        try:
+            return imagegate.plan_pod(
+                pod, policy=self.imagegate.load_policy(), primary=gate.plan, primary_container=first["name"],
+                orchestrator=ORCHESTRATOR, task=task,
+            )
+        except imagegate.HardeningError as exc:
+            raise ImagegateDagsterError(str(exc), setting="base_pod_spec") from exc
 
-        base = k8s_snake_case_dict(kubernetes.client.V1PodSpec, dict(base_pod_spec or {})) if base_pod_spec else {}
-        return restricted_pod_spec(gate.user, base)
+    def pod_spec(self, gate: Preflight, base_pod_spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """*base_pod_spec* (either key case) in camelCase, every image pinned, under the restricted profile."""
+        return self.plan_pod(gate, base_pod_spec=base_pod_spec).pod["spec"]
 
     def render_pod(
         self,
@@ -72,13 +130,14 @@ class ImagegateK8sClient(PipesK8sClient):
         base_pod_spec: Mapping[str, Any] | None = None,
     ) -> Any:
         """The ``V1Pod`` that :meth:`run` would submit (without the Pipes bootstrap variables)."""
+        planned = self.plan_pod(gate, command=command, base_pod_meta=base_pod_meta, base_pod_spec=base_pod_spec)
         return build_pod_body(
             pod_name=pod_name,
-            image=gate.launch,
-            command=command,
+            image=None,
+            command=None,
             env_vars={**(self.env or {}), **(env or {})},
-            base_pod_meta=base_pod_meta,
-            base_pod_spec=self.pod_spec(gate, base_pod_spec),
+            base_pod_meta=planned.pod["metadata"],
+            base_pod_spec=planned.pod["spec"],
         )
 
     def run(  # type: ignore[override]
@@ -102,26 +161,58 @@ class ImagegateK8sClient(PipesK8sClient):
         """Gate, then run the pod to completion; extra *kwargs* go to ``PipesK8sClient.run``.
 
         Raises:
-            ImageRefused: a check failed under enforce; no pod was created.
+            ImageRefused: a check failed under enforce (any container's image); no pod was created.
+            LaunchMismatch: the pod the cluster created is not the planned one (it was deleted).
         """
         gate = self.preflight(
             context, image=image, lock_name=lock_name, job_directory=job_directory, user=user,
             dockerfile=dockerfile, build_args=build_args,
         )
-        pod_spec = self.pod_spec(gate, base_pod_spec)
+        task = ",".join(sorted(k.to_user_string() for k in getattr(context, "selected_asset_keys", None) or ())) or None
+        planned = self.plan_pod(gate, command=command, base_pod_meta=base_pod_meta, base_pod_spec=base_pod_spec, task=task)
+        pod_name = get_pod_name(context.run_id, context.op.name)
+        with self._lock:
+            self._planned[pod_name] = planned
         try:
             inner = super().run(
                 context=context,
-                image=gate.launch,
+                image=None,
                 extras=extras,
-                command=command,
+                command=None,
                 namespace=namespace,
                 env=env,
-                base_pod_meta=base_pod_meta,
-                base_pod_spec=pod_spec,
+                base_pod_meta=planned.pod["metadata"],
+                base_pod_spec=planned.pod["spec"],
                 **kwargs,
             )
         except BaseException:
             gate.log_checks(context)  # the step fails: record the checks now
             raise
+        finally:
+            with self._lock:
+                self._planned.pop(pod_name, None)
         return ImagegateInvocation(inner, gate)
+
+    @contextlib.contextmanager
+    def consume_pod_logs(self, context: Any, client: Any, namespace: str, pod_name: str, **kwargs: Any) -> Iterator[None]:
+        """The parent's log consumption, with the pod compared with its plan first (as stored by the API
+        server) and again once it runs (each container's ``imageID``)."""
+        self._verify(client, namespace, pod_name, status=False)
+        with super().consume_pod_logs(context=context, client=client, namespace=namespace, pod_name=pod_name, **kwargs):
+            self._verify(client, namespace, pod_name, status=True)
+            yield
+
+    def _verify(self, client: Any, namespace: str, pod_name: str, *, status: bool) -> None:
+        with self._lock:
+            planned = self._planned.get(pod_name)
+        if planned is None:
+            return
+        stored = kubernetes.client.ApiClient().sanitize_for_serialization(
+            client.core_api.read_namespaced_pod(pod_name, namespace)
+        )
+        try:
+            (planned.verify_status if status else planned.verify_spec)(stored)
+        except imagegate.LaunchMismatch as exc:
+            client.core_api.delete_namespaced_pod(pod_name, namespace)
+            raise LaunchMismatch(str(exc)) from exc
+

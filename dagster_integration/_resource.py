@@ -1,10 +1,10 @@
-"""The resource: registry, policy, lock-file and build settings, and the pre-launch gate.
+"""The resource: registry, policy, lock-file and build settings, and the Dagster door onto the gate.
 
-:meth:`ImagegateResource.preflight` is the one place that turns what an asset
-names (an image reference, a lock-file entry, or a job directory to build) into
-a checked, pinned launch reference. The Pipes clients call it before they create
-anything; it records the check results on the asset and raises
-:class:`ImageRefused` when the policy refuses the image.
+:meth:`ImagegateResource.preflight` translates what an asset names (an image reference, a
+lock-file entry, or a job directory to build) into ``imagegate.plan_launch`` — the one gate in the
+core, with its one lock-file rule and its one build-and-lint path — and the answer into Dagster's
+idiom: materialization metadata, asset check evaluations, and ``dg.Failure`` subclasses. The
+Pipes clients call it before they create anything.
 """
 
 from __future__ import annotations
@@ -25,14 +25,25 @@ METADATA_PREFIX = "imagegate"
 
 @dataclass(frozen=True)
 class Preflight:
-    """What passed the gate: the report, and the digest reference to launch."""
+    """What passed the gate: the core's launch plan, its report, and the digest reference to launch."""
 
-    report: imagegate.Report
-    launch: str  # registry/repository@sha256:… (no tag: the runtime resolves nothing)
-    user: str | None
+    plan: imagegate.LaunchPlan
     build: Mapping[str, Any] | None = None
     lint: Mapping[str, Any] | None = None
     evaluations: tuple[dg.AssetCheckEvaluation, ...] = field(default=(), compare=False)
+
+    @property
+    def report(self) -> imagegate.Report:
+        return self.plan.report
+
+    @property
+    def launch(self) -> str:
+        """``registry/repository@sha256:…`` (no tag: the runtime resolves nothing)."""
+        return self.plan.launch
+
+    @property
+    def user(self) -> str | None:
+        return self.plan.user if self.plan.user is not None else self.plan.report.user
 
     def metadata(self) -> dict[str, dg.MetadataValue]:
         """The materialization's metadata: pinned reference, verdict, every check, the report."""
@@ -143,6 +154,7 @@ class ImagegateResource(dg.ConfigurableResource):
         build_args: Mapping[str, str] | None = None,
         backend: str = "docker",
         user: str | None = None,
+        start: str | Path | None = None,
     ) -> Preflight:
         """Resolve (or build) exactly one of *image*, *lock_name*, *job_directory*, check it,
         and return what to launch with the declared asset checks' results.
@@ -160,74 +172,34 @@ class ImagegateResource(dg.ConfigurableResource):
             ImagegateDagsterError: the arguments name no image, or more than one.
             imagegate.ImagegateError: bad reference, unreachable registry, … (from the core).
         """
-        given = [name for name, value in (("image", image), ("lock_name", lock_name), ("job_directory", job_directory)) if value]
-        if len(given) != 1:
-            raise ImagegateDagsterError(
-                f"name exactly one of image=, lock_name=, job_directory= (got {', '.join(given) or 'none'})",
-                setting="image",
-            )
         policy = self.load_policy()
-        build = lint = None
-        if image:
-            target: str | imagegate.Reference = image
-        elif lock_name:
-            target = self._lock_entry(lock_name)
-        else:
-            try:
-                target, build, lint = self._build(Path(str(job_directory)), dockerfile, build_args, policy)
-            except imagegate.LintFailed as exc:  # lint errors under checks.lint = "enforce": nothing built
-                lint_dict = exc.report.to_dict()
-                log_evaluations(context, tuple(
-                    lint_evaluation(key, None, lint_dict, refused=True)
-                    for key in declared_checks(context)
-                    if key.name == DOCKERFILE_LINT
-                ))
-                raise BuildRefused(exc.report, {f"{METADATA_PREFIX}/lint": dg.MetadataValue.json(lint_dict)}) from None
-        report = imagegate.check(target, backend=backend, user=user, policy=policy)
-        launch = _launch_reference(report)
-        evaluations = tuple(evaluation(key, report, lint) for key in declared_checks(context))
-        if not report.passed:
-            log_evaluations(context, evaluations)
-            raise ImageRefused(report, report_metadata(report, build=build, lint=lint))
-        for warning in report.warnings if context is not None else ():
-            context.log.warning(f"imagegate {warning.check}: {warning.message}")
-        return Preflight(report, launch or "", report.user, build, lint, evaluations)
-
-    def _lock_entry(self, name: str) -> imagegate.Reference:
-        path = self.lock_file or imagegate.find_lock_file()
-        if path is None:
-            raise ImagegateDagsterError(
-                f"lock_name={name!r} needs a lock file: set lock_file= on the resource, or run "
-                "`imagegate build` to write imagegate.lock.json",
-                setting="lock_file",
-            )
-        return imagegate.LockFile.load(path).get(name)
-
-    def _build(
-        self, directory: Path, dockerfile: str | None, build_args: Mapping[str, str] | None, policy: imagegate.Policy
-    ) -> tuple[imagegate.Reference, dict[str, Any], dict[str, Any] | None]:
-        """Build and push *directory* with ``imagegate.build_image`` (skipped when its content tag
-        exists); the lint report comes from the build, or is made here when nothing was built."""
-        if not self.repository:
-            raise ImagegateDagsterError(
-                "building a job directory needs repository= (where the image is pushed)", setting="repository"
-            )
-        args = {**self.build_args, **dict(build_args or {})}
-        result = imagegate.build_image(
-            directory,
-            repository=self.repository,
-            dockerfile=dockerfile,
-            build_args=args,
-            platform=self.platform,
-            tag_policy=self.tag_policy,
-            policy=policy,
+        declared = declared_checks(context)
+        wants_lint = any(key.name == DOCKERFILE_LINT for key in declared)
+        source = imagegate.ImageSource(
+            image=image, lock_name=lock_name, job_dir=job_directory, lock_file=self.lock_file,
+            repository=self.repository, start=start,
+            build=imagegate.BuildOptions(
+                dockerfile=dockerfile, build_args={**self.build_args, **dict(build_args or {})}, platform=self.platform,
+                tag_policy=self.tag_policy, lint="always" if wants_lint else "on-build",
+            ),
         )
-        lint = result.lint
-        if lint is None and policy.mode("lint") is not imagegate.Mode.OFF:
-            lint = imagegate.lint_dockerfile(directory, dockerfile=dockerfile, build_args=args)
-        return result.pinned, result.to_dict(), lint.to_dict() if lint is not None else None
-
-
-def _launch_reference(report: imagegate.Report) -> str | None:
-    """``registry/repository@digest`` from the report's pinned reference (tag dropped)."""
-    return imagegate.launch_reference(report.pinned) if report.pinned else None
+        try:
+            plan = imagegate.plan_launch(source, backend=backend, user=user, policy=policy)
+        except imagegate.SourceError as exc:
+            raise ImagegateDagsterError(str(exc), setting=exc.option) from exc
+        except imagegate.LintFailed as exc:  # lint errors under checks.lint = "enforce": nothing built
+            lint_dict = exc.report.to_dict()
+            log_evaluations(context, tuple(lint_evaluation(key, None, lint_dict, refused=True)
+                                           for key in declared if key.name == DOCKERFILE_LINT))
+            raise BuildRefused(exc.report, {f"{METADATA_PREFIX}/lint": dg.MetadataValue.json(lint_dict)}) from None
+        except imagegate.CheckFailed as exc:
+            build = exc.build.to_dict() if exc.build is not None else None
+            lint = exc.lint.to_dict() if exc.lint is not None else None
+            log_evaluations(context, tuple(evaluation(key, exc.report, lint) for key in declared))
+            raise ImageRefused(exc.report, report_metadata(exc.report, build=build, lint=lint)) from None
+        build = plan.build.to_dict() if plan.build is not None else None
+        lint = plan.lint.to_dict() if plan.lint is not None else None
+        evaluations = tuple(evaluation(key, plan.report, lint) for key in declared)
+        for warning in plan.report.warnings if context is not None else ():
+            context.log.warning(f"imagegate {warning.check}: {warning.message}")
+        return Preflight(plan, build, lint, evaluations)

@@ -1,15 +1,16 @@
 """imagegate: pin container images to digests, check them, launch exactly that digest.
 
-The core shared by the Airflow and Dagster integrations; it imports neither.
-``RegistryClient`` (and httpx with it) loads on first use, so ``import
-imagegate`` stays cheap in DAG files.
+The core shared by the Airflow and Dagster integrations; it imports neither. The gate
+(``plan_launch``, ``plan_pod``), the hardening rules, the registry client (and httpx with
+it) and the build wing load on first use, so ``import imagegate`` stays cheap in DAG files.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from imagegate._api import check, enforce, inspect, resolve, shared_client
+from imagegate._api import check, check_offline, enforce, inspect, resolve, shared_client
 from imagegate._auth import Credentials, DockerConfig
 from imagegate._checks import CheckInput, evaluate, is_root_user, numeric_ids
 from imagegate._errors import (
@@ -23,27 +24,61 @@ from imagegate._errors import (
     ImagegateError,
     InsecureRegistry,
     InvalidReference,
+    MalformedResponse,
     ManifestUnknown,
     PlatformNotFound,
     PolicyError,
     RegistryError,
     RegistryUnreachable,
+    UnexpectedError,
     UnsupportedManifest,
 )
 from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform
 from imagegate._policy import Backend, Mode, Policy, Waiver
 from imagegate._reference import Reference, ReferenceKind, launch_reference, parse_digest, parse_reference
-from imagegate._tags import TagClass, TagRules
 from imagegate._report import CheckResult, Finding, Outcome, Report, Status
+from imagegate._tags import TagClass, TagRules
 
 if TYPE_CHECKING:
+    from imagegate._gate import (
+        BuildOptions,
+        ImageSource,
+        LaunchMismatch,
+        LaunchPlan,
+        PodPlan,
+        SourceError,
+        container_labels,
+        plan_launch,
+        plan_pod,
+        pod_metadata,
+        pod_user,
+        verify_pod_images,
+    )
+    from imagegate._hardening import HardeningError, docker_violations, harden_docker, harden_pod, restricted_violations
+    from imagegate._registry import Descriptor, RegistryClient
     from imagegate.build._builder import BuildResult, build_image
     from imagegate.build._lint import LintFailed, LintFinding, LintReport, lint_dockerfile
     from imagegate.build._lockfile import LOCK_FILE, LockEntry, LockFile, LockFileError, find_lock_file
-    from imagegate._registry import Descriptor, RegistryClient
 
 # Loaded on first use: the registry client pulls in httpx, builds and lint their own modules.
 _LAZY = {
+    "BuildOptions": "imagegate._gate",
+    "ImageSource": "imagegate._gate",
+    "LaunchMismatch": "imagegate._gate",
+    "LaunchPlan": "imagegate._gate",
+    "PodPlan": "imagegate._gate",
+    "SourceError": "imagegate._gate",
+    "container_labels": "imagegate._gate",
+    "plan_launch": "imagegate._gate",
+    "plan_pod": "imagegate._gate",
+    "pod_metadata": "imagegate._gate",
+    "pod_user": "imagegate._gate",
+    "verify_pod_images": "imagegate._gate",
+    "HardeningError": "imagegate._hardening",
+    "docker_violations": "imagegate._hardening",
+    "harden_docker": "imagegate._hardening",
+    "harden_pod": "imagegate._hardening",
+    "restricted_violations": "imagegate._hardening",
     "RegistryClient": "imagegate._registry",
     "Descriptor": "imagegate._registry",
     "BuildResult": "imagegate.build._builder",
@@ -67,6 +102,7 @@ __all__ = [
     "AuthenticationError",
     "Backend",
     "BuildError",
+    "BuildOptions",
     "BuildResult",
     "CheckFailed",
     "CheckInput",
@@ -79,21 +115,27 @@ __all__ = [
     "DockerConfig",
     "DockerfileError",
     "Finding",
+    "HardeningError",
     "ImageFacts",
+    "ImageSource",
     "ImagegateError",
     "InsecureRegistry",
     "InvalidReference",
+    "LaunchMismatch",
+    "LaunchPlan",
     "LintFailed",
     "LintFinding",
     "LintReport",
     "LockEntry",
     "LockFile",
     "LockFileError",
+    "MalformedResponse",
     "ManifestUnknown",
     "Mode",
     "Outcome",
     "Platform",
     "PlatformNotFound",
+    "PodPlan",
     "Policy",
     "PolicyError",
     "Reference",
@@ -102,16 +144,23 @@ __all__ = [
     "RegistryError",
     "RegistryUnreachable",
     "Report",
+    "SourceError",
     "Status",
     "TagClass",
     "TagRules",
+    "UnexpectedError",
     "UnsupportedManifest",
     "Waiver",
     "build_image",
     "check",
+    "check_offline",
+    "container_labels",
+    "docker_violations",
     "enforce",
     "evaluate",
     "find_lock_file",
+    "harden_docker",
+    "harden_pod",
     "inspect",
     "is_root_user",
     "launch_reference",
@@ -119,8 +168,14 @@ __all__ = [
     "numeric_ids",
     "parse_digest",
     "parse_reference",
+    "plan_launch",
+    "plan_pod",
+    "pod_metadata",
+    "pod_user",
     "resolve",
+    "restricted_violations",
     "shared_client",
+    "verify_pod_images",
 ]
 
 
@@ -128,8 +183,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'imagegate' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

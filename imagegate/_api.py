@@ -154,3 +154,32 @@ def enforce(
     if not report.passed:
         raise CheckFailed(report)
     return report
+
+
+@typed_errors
+def check_offline(
+    reference: str | Reference,
+    *,
+    backend: str | Backend = Backend.DOCKER,
+    user: str | None = None,
+    policy: Policy | None = None,
+    today: dt.date | None = None,
+) -> Report:
+    """The checks that need no registry: the allow-list, the tag, and a *user* override that is
+    root (or ambiguous) by its text alone. Nothing is fetched; ``non-root`` on the image itself is
+    left for the real check (it is reported skipped).
+    """
+    policy = policy or Policy()
+    ref = _reference(reference)
+    mode = Backend.parse(backend)
+    risky = user is not None and (is_root(parse_user(user)) or parse_user(user).problem is not None)
+    data = CheckInput(reference=ref, facts=None, backend=mode, policy=policy, user=user if risky else None)
+    return Report(
+        reference=str(reference) if isinstance(reference, str) else ref.familiar,
+        pinned=None,
+        backend=mode.value,
+        platform=str(policy.platform),
+        results=evaluate(data, today),
+        user=user,
+        notices=policy.notices(),
+    )

@@ -214,17 +214,29 @@ class PlatformNotFound(RegistryError):
 
 
 class CheckFailed(ImagegateError):
-    """At least one check failed under ``enforce``; nothing may be launched."""
+    """At least one check failed under ``enforce``; nothing may be launched.
+
+    ``report`` holds every result. For a helper container's image (an XCom sidecar, an init
+    container) ``role`` names it and ``fix`` says how to fix its refusal; for a job directory,
+    ``build`` and ``lint`` are what the build produced.
+    """
 
     exit_status = 1
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "report": self.report.to_dict()}
-
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: Report, *, role: str | None = None, fix: str | None = None,
+                 build: Any = None, lint: Any = None) -> None:
         self.report = report
-        failed = ", ".join(r.check for r in report.failures)
-        super().__init__(f"image {report.reference} refused by checks: {failed}\n{report.render_text()}")
+        self.role = role
+        self.fix = fix
+        self.build = build
+        self.lint = lint
+        failed = ", ".join(r.check for r in report.failures) or "(not pinned)"
+        what = f"the {role} image {report.reference}" if role else f"image {report.reference}"
+        hint = f"\nfix: {fix}" if fix else ""
+        super().__init__(f"{what} refused by checks: {failed}{hint}\n{report.render_text()}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "role": self.role, "fix": self.fix, "report": self.report.to_dict()}
 
 
 class UnexpectedError(ImagegateError):

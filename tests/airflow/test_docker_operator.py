@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+import imagegate
+
 from airflow_plugin import ImageRefused, ImagegateDockerOperator
 from tests.airflow.conftest import Events, local_build, push_image
 from tests.integration.conftest import Stack
@@ -52,7 +54,8 @@ def test_runs_the_checked_digest_hardened(docker_client: Any, stack: Stack, repo
         container = docker_client.api.inspect_container(launched["container_id"])
         assert container["Config"]["Image"] == f"{stack.registry}/{repo}@{digest}"
         assert container["Image"] == (op.imagegate_report.facts or {})["config_digest"]
-        assert container["HostConfig"]["SecurityOpt"] == ["no-new-privileges"]
+        assert container["HostConfig"]["SecurityOpt"] == ["no-new-privileges:true"]  # imagegate.harden_docker
+        assert imagegate.docker_violations(container["HostConfig"], imagegate.Policy()) == []
         assert container["HostConfig"]["CapDrop"] == ["ALL"]
         assert container["Config"]["Labels"]["imagegate.dev/pinned"] == f"{stack.registry}/{repo}:2.0.0@{digest}"
         assert launched["pinned"] == f"{stack.registry}/{repo}:2.0.0@{digest}"
@@ -115,9 +118,9 @@ def test_a_stale_local_tag_is_not_run(docker_client: Any, stack: Stack, repo: st
 
 
 def test_privileged_is_refused_at_definition() -> None:
-    from airflow_plugin import ImageSourceError
+    from airflow_plugin import HardeningViolation
 
-    with pytest.raises(ImageSourceError, match="privileged"):
+    with pytest.raises(HardeningViolation, match="privileged"):
         ImagegateDockerOperator(task_id="p", image="registry.example.com/a:1.0.0", privileged=True)
 
 

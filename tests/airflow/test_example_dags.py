@@ -10,7 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from airflow_plugin.pss import restricted_violations
+from imagegate import restricted_violations
 from tests.airflow.conftest import ROOT, AirflowHome, Events
 from tests.integration.conftest import Stack
 

@@ -9,7 +9,7 @@ import pytest
 
 import imagegate
 from airflow_plugin import plugin, provider
-from airflow_plugin._gate import launch_reference, manifest_url
+from airflow_plugin._gate import manifest_url
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -35,13 +35,9 @@ def test_provider_info_matches_airflows_schema() -> None:
     assert info["package-name"] == "imagegate" and info["config"]["imagegate"]["options"]["cluster_policy"]["default"] == "off"
 
 
-def test_launch_reference_and_link_drop_the_tag() -> None:
+def test_the_link_drops_the_tag() -> None:
     report_pinned = f"127.0.0.1:5000/team/etl:1.4.2@{DIGEST}"
-
-    class Report:
-        pinned = report_pinned
-
-    assert launch_reference(Report()) == f"127.0.0.1:5000/team/etl@{DIGEST}"  # type: ignore[arg-type]
+    assert imagegate.launch_reference(report_pinned) == f"127.0.0.1:5000/team/etl@{DIGEST}"
     assert manifest_url(report_pinned) == f"http://127.0.0.1:5000/v2/team/etl/manifests/{DIGEST}"
     assert manifest_url(f"registry.example.com/etl@{DIGEST}") == f"https://registry.example.com/v2/etl/manifests/{DIGEST}"
 

@@ -80,7 +80,8 @@ def test_contradicting_base_spec_is_an_error_naming_the_key(wordcount_image):
     gate = client.preflight(None, image=wordcount_image)
     with pytest.raises(ImagegateDagsterError) as info:
         client.render_pod(gate, base_pod_spec={"containers": [{"securityContext": {"allowPrivilegeEscalation": True}}]})
-    assert info.value.setting == "spec.containers[0].securityContext.allow_privilege_escalation"
+    assert info.value.setting == "base_pod_spec"
+    assert "containers[dagster-pipes-execution].securityContext.allowPrivilegeEscalation must be false" in str(info.value)
 
 def test_named_user_is_refused_for_kubernetes_before_any_pod(named_user_image):
     with pytest.raises(ImageRefused) as info:

@@ -32,6 +32,11 @@ ALLOWED: dict[str, set[str]] = {
         "httpx",
     },
     "_api": {"_checks", "_errors", "_facts", "_policy", "_reference", "_report", "_registry", "_user"},
+    "_hardening": {"_errors", "_policy"},
+    "_gate": {
+        "_api", "_checks", "_errors", "_hardening", "_policy", "_reference", "_registry", "_report",
+        "build._builder", "build._lint", "build._lockfile",
+    },
     "cli": {"imagegate", "_api", "_errors", "_policy", "_registry", "build._builder", "build._context", "build._lint"},
     "build": set(),
     "build._lockfile": {"_errors", "_reference"},
