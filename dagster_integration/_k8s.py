@@ -24,7 +24,7 @@ import imagegate
 import kubernetes
 from dagster_k8s import PipesK8sClient
 from dagster_k8s.models import k8s_snake_case_dict
-from dagster_k8s.pipes import DEFAULT_CONTAINER_NAME, build_pod_body, get_pod_name
+from dagster_k8s.pipes import DEFAULT_CONTAINER_NAME, build_pod_body
 from dagster_pipes import PipesExtras
 
 from dagster_integration._errors import ImagegateDagsterError, LaunchMismatch
@@ -68,8 +68,7 @@ class ImagegateK8sClient(PipesK8sClient):
     def __init__(self, imagegate: ImagegateResource | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.imagegate = imagegate or ImagegateResource()
-        self._planned: dict[str, imagegate.PodPlan] = {}
-        self._lock = threading.Lock()
+        self._local = threading.local()  # the pod being launched, per thread (a client may serve several steps)
 
     def preflight(
         self,
@@ -170,9 +169,7 @@ class ImagegateK8sClient(PipesK8sClient):
         )
         task = ",".join(sorted(k.to_user_string() for k in getattr(context, "selected_asset_keys", None) or ())) or None
         planned = self.plan_pod(gate, command=command, base_pod_meta=base_pod_meta, base_pod_spec=base_pod_spec, task=task)
-        pod_name = get_pod_name(context.run_id, context.op.name)
-        with self._lock:
-            self._planned[pod_name] = planned
+        self._local.planned = planned  # the parent's run() calls consume_pod_logs() in this thread
         try:
             inner = super().run(
                 context=context,
@@ -189,8 +186,7 @@ class ImagegateK8sClient(PipesK8sClient):
             gate.log_checks(context)  # the step fails: record the checks now
             raise
         finally:
-            with self._lock:
-                self._planned.pop(pod_name, None)
+            self._local.planned = None
         return ImagegateInvocation(inner, gate)
 
     @contextlib.contextmanager
@@ -203,8 +199,7 @@ class ImagegateK8sClient(PipesK8sClient):
             yield
 
     def _verify(self, client: Any, namespace: str, pod_name: str, *, status: bool) -> None:
-        with self._lock:
-            planned = self._planned.get(pod_name)
+        planned: imagegate.PodPlan | None = getattr(self._local, "planned", None)
         if planned is None:
             return
         stored = kubernetes.client.ApiClient().sanitize_for_serialization(

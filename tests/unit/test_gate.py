@@ -1,0 +1,179 @@
+"""The gate against the in-process fake registry: sources, the lock-file rule, plans, pods, verification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import imagegate
+from imagegate import (
+    CheckFailed,
+    DockerConfig,
+    HardeningError,
+    ImageSource,
+    LaunchMismatch,
+    Policy,
+    RegistryClient,
+    SourceError,
+    plan_launch,
+    plan_pod,
+)
+from tests.support.fakeregistry import FakeRegistry
+from tests.support.oci import make_image
+
+HOST = "registry.test"
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    reg = FakeRegistry()
+    reg.put_image("team/etl", make_image(user="10001:10002"), tag="1.4.2")
+    reg.put_image("team/root", make_image(user="0"), tag="1.0.0")
+    reg.put_image("team/side", make_image(user="1000"), tag="2.0.0")
+    reg.put_image("team/side", make_image(user="1000", cmd=["x"]), tag="latest")
+    return reg
+
+
+@pytest.fixture
+def client(registry: FakeRegistry) -> RegistryClient:
+    return RegistryClient(transport=registry.transport, docker_config=DockerConfig({}))
+
+
+def test_a_plan_launches_the_digest_and_knows_what_the_engine_may_report(client: RegistryClient, registry: FakeRegistry) -> None:
+    plan = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), backend="kubernetes", client=client)
+    digest = registry.repositories["team/etl"].tags["1.4.2"]
+    assert plan.launch == f"{HOST}/team/etl@{digest}" and str(plan.pinned) == f"{HOST}/team/etl:1.4.2@{digest}"
+    assert (plan.uid, plan.gid) == (10001, 10002)
+    facts = plan.report.facts or {}
+    assert plan.image_ids == {digest, facts["config_digest"]}
+    plan.verify(facts["config_digest"], container="c")  # a Docker Engine's image id
+    plan.verify(f"{HOST}/team/etl@{digest}", container="c")  # a kubelet's imageID
+    with pytest.raises(LaunchMismatch) as caught:
+        plan.verify("sha256:" + "0" * 64, container="c1")
+    assert caught.value.container == "c1" and caught.value.actual == "sha256:" + "0" * 64
+
+
+def test_a_refusal_carries_the_report_and_the_role(client: RegistryClient) -> None:
+    with pytest.raises(CheckFailed) as caught:
+        plan_launch(ImageSource(image=f"{HOST}/team/root:1.0.0"), client=client, role="init container", fix="pin it")
+    assert caught.value.role == "init container" and caught.value.fix == "pin it"
+    assert [r.check for r in caught.value.report.failures] == ["non-root"]
+    assert caught.value.to_dict()["report"]["passed"] is False
+
+
+@pytest.mark.parametrize(
+    ("source", "option"),
+    [
+        (ImageSource(), "image"),
+        (ImageSource(image="a:1", lock_name="x"), "lock_name"),
+        (ImageSource(job_dir="jobs/x"), "repository"),
+    ],
+)
+def test_a_source_names_exactly_one_image(source: ImageSource, option: str) -> None:
+    with pytest.raises(SourceError) as caught:
+        plan_launch(source)
+    assert caught.value.option == option
+
+
+def _lock(path: Path, digest: str) -> Path:
+    lock = imagegate.LockFile(path)
+    lock.set("etl", imagegate.parse_reference(f"{HOST}/team/etl:1.4.2@{digest}"))
+    lock.save()
+    return path
+
+
+def test_the_one_lock_file_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: RegistryClient, registry: FakeRegistry) -> None:
+    digest = registry.repositories["team/etl"].tags["1.4.2"]
+    start = tmp_path / "dags" / "team"
+    start.mkdir(parents=True)
+    monkeypatch.delenv("IMAGEGATE_LOCK_FILE", raising=False)
+    with pytest.raises(SourceError, match="needs a lock file") as caught:
+        ImageSource(lock_name="etl", start=start).lock_path()
+    assert caught.value.option == "lock_file"
+    nearest = _lock(tmp_path / "dags" / imagegate.LOCK_FILE, digest)
+    assert ImageSource(lock_name="etl", start=start).lock_path() == nearest  # the nearest, upwards
+    from_env = _lock(tmp_path / "env.lock.json", digest)
+    monkeypatch.setenv("IMAGEGATE_LOCK_FILE", str(from_env))
+    assert ImageSource(lock_name="etl", start=start).lock_path() == from_env  # the environment beats the search
+    explicit = _lock(start / "mine.json", digest)
+    assert ImageSource(lock_name="etl", lock_file="mine.json", start=start).lock_path() == explicit  # relative to start
+    plan = plan_launch(ImageSource(lock_name="etl", lock_file="mine.json", start=start), client=client)
+    assert plan.pinned.digest == digest
+
+
+def test_a_pod_gates_every_container(client: RegistryClient, registry: FakeRegistry) -> None:
+    primary = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), backend="kubernetes", client=client)
+    pod = {
+        "metadata": {"name": "p", "annotations": {"mine": "kept"}},
+        "spec": {
+            "initContainers": [{"name": "fetch", "image": f"{HOST}/team/side:2.0.0"}],
+            "containers": [{"name": "base", "image": "ignored"}, {"name": "sidecar", "image": f"{HOST}/team/side:2.0.0"}],
+        },
+    }
+    planned = plan_pod(pod, primary=primary, primary_container="base", client=client, orchestrator="airflow", task="d.t")
+    spec = planned.pod["spec"]
+    side = registry.repositories["team/side"].tags["2.0.0"]
+    assert spec["containers"][0]["image"] == primary.launch
+    assert spec["containers"][1]["image"] == spec["initContainers"][0]["image"] == f"{HOST}/team/side@{side}"
+    assert all(c["imagePullPolicy"] == "IfNotPresent" for c in spec["containers"] + spec["initContainers"])
+    assert spec["securityContext"]["runAsUser"] == 10001  # from the task's image, so helpers run (and are checked) as it
+    assert planned.plans["sidecar"].user == "10001"
+    annotations = planned.pod["metadata"]["annotations"]
+    assert annotations["mine"] == "kept" and annotations["imagegate.dev/pinned"] == str(primary.pinned)
+    assert json.loads(annotations["imagegate.dev/images"])["fetch"].endswith(side)
+    assert planned.pod["metadata"]["labels"] == {"imagegate.dev/orchestrator": "airflow"}
+    assert pod["spec"]["containers"][0]["image"] == "ignored"  # the input is not changed
+
+    planned.verify_spec(planned.pod)
+    imagegate.verify_pod_images(planned.pod)
+    swapped = json.loads(json.dumps(planned.pod))
+    swapped["spec"]["containers"][1]["image"] = f"{HOST}/team/side:latest"  # e.g. a mutating webhook
+    with pytest.raises(LaunchMismatch):
+        planned.verify_spec(swapped)
+    with pytest.raises(LaunchMismatch):
+        imagegate.verify_pod_images(swapped)
+    running = {**planned.pod, "status": {"containerStatuses": [{"name": "sidecar", "imageID": f"{HOST}/team/side@{side}"}]}}
+    planned.verify_status(running)
+    running["status"]["containerStatuses"][0]["imageID"] = "sha256:" + "1" * 64
+    with pytest.raises(LaunchMismatch):
+        planned.verify_status(running)
+
+
+def test_a_refused_helper_refuses_the_pod_and_says_which(client: RegistryClient) -> None:
+    pod = {"spec": {"containers": [{"name": "base", "image": f"{HOST}/team/etl:1.4.2"},
+                                   {"name": "airflow-xcom-sidecar", "image": f"{HOST}/team/side:latest"}]}}
+    with pytest.raises(CheckFailed) as caught:
+        plan_pod(pod, client=client, roles={"airflow-xcom-sidecar": "XCom sidecar"}, fixes={"airflow-xcom-sidecar": "pin it"})
+    assert caught.value.role == "XCom sidecar" and caught.value.fix == "pin it"
+    assert [r.check for r in caught.value.report.failures] == ["pinned"]
+
+
+def test_a_pod_that_breaks_the_profile_is_refused_before_any_registry_request(client: RegistryClient, registry: FakeRegistry) -> None:
+    pod = {"spec": {"hostNetwork": True, "containers": [{"name": "base", "image": f"{HOST}/team/etl:1.4.2"}]}}
+    registry.reset_requests()
+    with pytest.raises(HardeningError, match="hostNetwork"):
+        plan_pod(pod, client=client)
+    assert registry.requests == []
+    assert plan_pod(pod, client=client, harden=False).pod["spec"]["hostNetwork"] is True
+
+
+def test_pod_user_prefers_the_container() -> None:
+    pod = {"spec": {"securityContext": {"runAsUser": 5}, "containers": [{"name": "a", "securityContext": {"runAsUser": 7}}, {"name": "b"}]}}
+    assert imagegate.pod_user(pod, "a") == "7" and imagegate.pod_user(pod, "b") == "5"
+    assert imagegate.pod_user({"spec": {"containers": [{"name": "a"}]}}, "a") is None
+
+
+def test_container_labels_are_one_scheme(client: RegistryClient) -> None:
+    plan = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), client=client)
+    labels = imagegate.container_labels(plan, orchestrator="dagster", task="asset", launch_id="abc")
+    assert labels == {"imagegate.dev/pinned": str(plan.pinned), "imagegate.dev/launch": "abc",
+                      "imagegate.dev/orchestrator": "dagster", "imagegate.dev/task": "asset"}
+
+
+def test_policy_waivers_apply_to_helpers(client: RegistryClient) -> None:
+    policy = Policy.from_mapping({"waivers": [{"reference": f"{HOST}/team/side", "checks": ["pinned"], "reason": "vendor"}]})
+    pod = {"spec": {"containers": [{"name": "base", "image": f"{HOST}/team/side:latest"}]}}
+    planned = plan_pod(pod, client=client, policy=policy)
+    assert planned.plans["base"].report.result("pinned").outcome.value == "waived"
