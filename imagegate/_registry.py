@@ -53,6 +53,7 @@ from imagegate._errors import (
     PlatformNotFound,
     RegistryError,
     UnsupportedManifest,
+    typed_errors,
 )
 from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform
 from imagegate._json import DocumentError
@@ -204,6 +205,7 @@ class RegistryClient:
 
     # -- public API -----------------------------------------------------------------------------
 
+    @typed_errors
     def resolve(self, ref: Reference, *, fresh: bool = False) -> Descriptor:
         """The digest *ref* points at (one HEAD; the index digest for an index).
 
@@ -216,6 +218,7 @@ class RegistryClient:
                 return self._flight.do(key, lambda: self._head(ref, ref.digest))  # type: ignore[arg-type]
             return self._resolve_tag(ref, fresh=fresh)
 
+    @typed_errors
     def inspect(self, ref: Reference, platform: Platform | None = None) -> ImageFacts:
         """Pin *ref* and read the config of its *platform* image (default linux/amd64)."""
         platform = platform or DEFAULT_PLATFORM
@@ -230,6 +233,7 @@ class RegistryClient:
             key = ("get-tag", ref.registry, ref.repository, ref.tag or "latest", str(platform))
             return self._flight.do(key, lambda: self._inspect_tag(ref, platform))
 
+    @typed_errors
     def passwd(self, facts: ImageFacts) -> PasswdLookup:
         """The ``/etc/passwd`` of the image *facts* describe, read from its layers (newest first)."""
         ref = facts.reference

@@ -30,7 +30,15 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from imagegate._api import shared_client
 from imagegate.build._context import ContextDigest, hash_context, parse_size, scan_context
 from imagegate.build._dockerfile import Dockerfile, parse_file
-from imagegate._errors import BuildError, ContextError, DockerfileError, InvalidReference, ManifestUnknown
+from imagegate._errors import (
+    BuildError,
+    ContextError,
+    DockerfileError,
+    InvalidReference,
+    ManifestUnknown,
+    PolicyError,
+    typed_errors,
+)
 from imagegate.build._files import locate_dockerfile, open_regular
 from imagegate.build._lint import LintFailed, LintReport, lint_parsed
 from imagegate.build._lockfile import LockFile
@@ -72,6 +80,7 @@ class BuildResult:
         }
 
 
+@typed_errors
 def build_image(
     context: str | os.PathLike[str],
     *,
@@ -105,11 +114,11 @@ def build_image(
     started = time.monotonic()
     say = progress or (lambda line: None)
     if tag_policy not in TAG_POLICIES:
-        raise ValueError(f"tag_policy {tag_policy!r} is not one of {', '.join(TAG_POLICIES)}")
+        raise PolicyError(f"tag_policy {tag_policy!r} is not one of {', '.join(TAG_POLICIES)}", key="tag_policy")
     if lint not in ("on-build", "always"):
-        raise ValueError(f"lint {lint!r} is not 'on-build' or 'always'")
+        raise PolicyError(f"lint {lint!r} is not 'on-build' or 'always'", key="lint")
     if (lock is None) != (name is None):
-        raise ValueError("pass both lock and name (the lock file and the image's name in it), or neither")
+        raise PolicyError("pass both lock and name (the lock file and the image's name in it), or neither", key="lock")
     repo = _repository(repository)
     policy = policy or Policy()
     args = {str(k): str(v) for k, v in (build_args or {}).items()}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
-from imagegate._errors import ImagegateError, InvalidReference
+from imagegate._errors import ImagegateError, InvalidReference, typed_errors
 from imagegate._reference import parse_reference
 from imagegate._secrets import looks_secret_name, looks_secret_value
 from imagegate._user import is_root, parse_user
@@ -178,6 +178,7 @@ class LintReport:
         return "\n".join(lines)
 
 
+@typed_errors
 def lint_dockerfile(
     context: str | os.PathLike[str],
     *,

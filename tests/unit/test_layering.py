@@ -91,3 +91,33 @@ def test_every_core_module_is_listed() -> None:
     modules = {p.stem for p in CORE.glob("*.py")} - {"__init__", "__main__"}
     modules |= {"build"} | {f"build.{p.stem}" for p in (CORE / "build").glob("*.py") if p.stem != "__init__"}
     assert modules == set(ALLOWED)
+
+
+# -- the doors use only the core's public face -------------------------------------------------------
+
+ROOT = CORE.parent
+DOORS = ("airflow_plugin", "dagster_integration")
+
+
+def _imagegate_imports(path: Path) -> set[str]:
+    """Every ``imagegate…`` module a file imports, and every ``imagegate.<name>`` attribute it reads."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "imagegate")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "imagegate":
+            found.add(node.module)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "imagegate":
+            found.add(f"imagegate.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(p for door in DOORS for p in (ROOT / door).rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_doors_use_only_the_public_face_of_the_core(path: Path) -> None:
+    import imagegate
+
+    for name in _imagegate_imports(path):
+        parts = name.split(".")
+        assert len(parts) <= 2, f"{path.name} imports the core's module {name}: use `import imagegate`"
+        if len(parts) == 2:
+            assert parts[1] in imagegate.__all__, f"{path.name} uses imagegate.{parts[1]}, which is not public"
