@@ -123,7 +123,7 @@ class ImagegateDockerClient(PipesDockerClient):
         kwargs = _hardened(container_kwargs, policy)  # bad kwargs fail before the registry is asked
         gate = self.imagegate.preflight(
             context, image=image, lock_name=lock_name, job_directory=job_directory, dockerfile=dockerfile,
-            build_args=build_args, backend="docker", user=user,
+            build_args=build_args, backend="docker", user=user, policy=policy,
         )
         launch_id = uuid.uuid4().hex
         labels = imagegate.container_labels(gate.plan, orchestrator=ORCHESTRATOR, task=_task(context), launch_id=launch_id)

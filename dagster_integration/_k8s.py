@@ -108,7 +108,7 @@ class ImagegateK8sClient(PipesK8sClient):
         pod = {"metadata": _camel(kubernetes.client.V1ObjectMeta, base_pod_meta), "spec": spec}
         try:
             return imagegate.plan_pod(
-                pod, policy=self.imagegate.load_policy(), primary=gate.plan, primary_container=first["name"],
+                pod, policy=gate.policy or self.imagegate.load_policy(), primary=gate.plan, primary_container=first["name"],
                 orchestrator=ORCHESTRATOR, task=task,
             )
         except imagegate.HardeningError as exc:

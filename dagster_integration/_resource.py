@@ -31,6 +31,7 @@ class Preflight:
     build: Mapping[str, Any] | None = None
     lint: Mapping[str, Any] | None = None
     evaluations: tuple[dg.AssetCheckEvaluation, ...] = field(default=(), compare=False)
+    policy: imagegate.Policy | None = field(default=None, compare=False)  # the policy it was checked under
 
     @property
     def report(self) -> imagegate.Report:
@@ -155,6 +156,7 @@ class ImagegateResource(dg.ConfigurableResource):
         backend: str = "docker",
         user: str | None = None,
         start: str | Path | None = None,
+        policy: imagegate.Policy | None = None,
     ) -> Preflight:
         """Resolve (or build) exactly one of *image*, *lock_name*, *job_directory*, check it,
         and return what to launch with the declared asset checks' results.
@@ -172,7 +174,7 @@ class ImagegateResource(dg.ConfigurableResource):
             ImagegateDagsterError: the arguments name no image, or more than one.
             imagegate.ImagegateError: bad reference, unreachable registry, … (from the core).
         """
-        policy = self.load_policy()
+        policy = policy or self.load_policy()
         declared = declared_checks(context)
         wants_lint = any(key.name == DOCKERFILE_LINT for key in declared)
         source = imagegate.ImageSource(
@@ -202,4 +204,4 @@ class ImagegateResource(dg.ConfigurableResource):
         evaluations = tuple(evaluation(key, plan.report, lint) for key in declared)
         for warning in plan.report.warnings if context is not None else ():
             context.log.warning(f"imagegate {warning.check}: {warning.message}")
-        return Preflight(plan, build, lint, evaluations)
+        return Preflight(plan, build, lint, evaluations, policy)
