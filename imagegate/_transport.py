@@ -5,8 +5,7 @@ Everything a registry sends is hostile until verified and bounded:
 - **Deadline.** Each registry operation (``resolve``, ``inspect``, reading a layer) ends within
   ``deadline`` seconds (default 60), whatever the server does: every socket connect, read, write
   and TLS handshake is bounded by the time left, so a server that sends one byte every few
-  seconds (which never trips a per-read timeout) cannot keep a check running. httpx has only
-  per-phase timeouts, so the bound sits in an httpcore network backend (:class:`_Backend`).
+  seconds (which never trips a per-read timeout) cannot keep a check running (:mod:`imagegate._netio`).
 - **Size.** Every body is read with a cap (manifests 4 MiB, configs 16 MiB, tokens 1 MiB, error
   bodies 64 KiB) and only ``identity`` encoding is accepted, so no response can fill memory.
 - **Redirects** are followed by hand, at most 5; a redirect from https to plain http is refused
@@ -23,20 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import functools
 import logging
 import os
 import random
 import ssl
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 from urllib.parse import urljoin, urlsplit
 
-import httpcore
 import httpx
 
 from imagegate._auth import Challenge, Credentials, DockerConfig, parse_challenge
@@ -48,6 +44,7 @@ from imagegate._errors import (
     RegistryUnreachable,
     redact_url,
 )
+from imagegate._netio import DeadlineTransport, deadline, deadline_passed, remaining, ssl_context
 from imagegate._reference import Reference, is_loopback_host
 
 log = logging.getLogger("imagegate.registry")
@@ -59,151 +56,6 @@ MAX_ERROR_BYTES = 64 << 10
 MAX_HEADER_TEXT = 4096
 MAX_TOKEN_LENGTH = 16 << 10
 DEFAULT_DEADLINE = 60.0
-
-
-# -- the deadline -------------------------------------------------------------------------------
-
-_local = threading.local()
-
-
-def _remaining() -> float | None:
-    deadline = getattr(_local, "deadline", None)
-    return None if deadline is None else deadline - time.monotonic()
-
-
-def _bounded(timeout: float | None) -> float | None:
-    left = _remaining()
-    if left is None:
-        return timeout
-    if left <= 0:
-        raise httpcore.ReadTimeout("the operation's deadline passed")
-    return left if timeout is None else min(timeout, left)
-
-
-class _Stream(httpcore.NetworkStream):
-    """A socket stream whose every operation waits no longer than the operation's time left."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _bounded(timeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _bounded(timeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _Stream(self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout)))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _Backend(httpcore.SyncBackend):
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        return _Stream(super().connect_tcp(host, port, _bounded(timeout), local_address, socket_options))
-
-
-_EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-)
-
-
-@contextlib.contextmanager
-def _mapped() -> Iterator[None]:
-    try:
-        yield
-    except httpcore.TimeoutException as exc:
-        raise _translate(exc) from exc
-    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError, httpcore.UnsupportedProtocol) as exc:
-        raise _translate(exc) from exc
-
-
-def _translate(exc: Exception) -> httpx.TransportError:
-    for source, target in _EXCEPTIONS:
-        if isinstance(exc, source):
-            return target(str(exc))
-    return httpx.TransportError(str(exc))  # pragma: no cover
-
-
-class _Body(httpx.SyncByteStream):
-    def __init__(self, response: httpcore.Response) -> None:
-        self._response = response
-
-    def __iter__(self) -> Iterator[bytes]:
-        with _mapped():
-            yield from self._response.iter_stream()
-
-    def close(self) -> None:
-        self._response.close()
-
-
-class DeadlineTransport(httpx.BaseTransport):
-    """httpx's default transport, rebuilt on httpcore's public API with :class:`_Backend` under it.
-
-    Proxies come from the environment as they would for httpx (``HTTPS_PROXY``, ``HTTP_PROXY``,
-    ``NO_PROXY``); loopback registries are always reached directly.
-    """
-
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
-        self._ssl = ssl_context
-        self._backend = _Backend()
-        self._direct = httpcore.ConnectionPool(ssl_context=ssl_context, network_backend=self._backend, keepalive_expiry=5.0)
-        self._proxies: dict[str, httpcore.HTTPProxy] = {}
-        self._lock = threading.Lock()
-
-    def _pool(self, url: httpx.URL) -> httpcore.ConnectionPool | httpcore.HTTPProxy:
-        host = url.host
-        if is_loopback_host(host) or urllib.request.proxy_bypass(host):
-            return self._direct
-        proxy = urllib.request.getproxies().get(url.scheme)
-        if not proxy:
-            return self._direct
-        with self._lock:
-            pool = self._proxies.get(proxy)
-            if pool is None:
-                pool = self._proxies[proxy] = httpcore.HTTPProxy(
-                    proxy_url=proxy, ssl_context=self._ssl, network_backend=self._backend, keepalive_expiry=5.0
-                )
-            return pool
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.SyncByteStream)
-        raw = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port,
-                             target=request.url.raw_path),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with _mapped():
-            response = self._pool(request.url).handle_request(raw)
-        return httpx.Response(status_code=response.status, headers=response.headers, stream=_Body(response),
-                              extensions=response.extensions)
-
-    def close(self) -> None:
-        self._direct.close()
-        with self._lock:
-            for pool in self._proxies.values():
-                pool.close()
 
 
 # -- replies --------------------------------------------------------------------------------------
@@ -274,20 +126,12 @@ class Transport:
 
     # -- the operation deadline -----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def operation(self) -> Iterator[None]:
+    def operation(self) -> contextlib.AbstractContextManager[None]:
         """Bound everything inside to ``deadline`` seconds (an enclosing operation's deadline wins)."""
-        if getattr(_local, "deadline", None) is not None:
-            yield
-            return
-        _local.deadline = time.monotonic() + self.deadline
-        try:
-            yield
-        finally:
-            _local.deadline = None
+        return deadline(self.deadline)
 
     def _check_time(self, ref: Reference, url: str) -> None:
-        left = _remaining()
+        left = remaining()
         if left is not None and left <= 0:
             raise self._timed_out(ref, url)
 
@@ -333,7 +177,7 @@ class Transport:
                     registry=ref.registry,
                     url=exc.url,
                 ) from exc
-            if host in self._schemes or not self.plain_http_allowed(ref.registry) or _deadline_passed():
+            if host in self._schemes or not self.plain_http_allowed(ref.registry) or deadline_passed():
                 if _looks_like_plain_http(exc):
                     raise InsecureRegistry(
                         f"{ref.registry} answered https with plain http; if it really serves plain http, "
@@ -359,7 +203,7 @@ class Transport:
             try:
                 response, final_url = self._send_following(ref, method, url, request_headers)
             except httpx.TransportError as exc:
-                if _deadline_passed():
+                if deadline_passed():
                     raise self._timed_out(ref, url) from exc
                 if attempt < self._retries and not isinstance(exc, httpx.ConnectError):
                     attempt += 1
@@ -477,7 +321,7 @@ class Transport:
                 self._check_time(ref, url)
                 yield chunk
         except httpx.TransportError as exc:
-            if _deadline_passed():
+            if deadline_passed():
                 raise self._timed_out(ref, url) from exc
             raise RegistryUnreachable(
                 f"{ref.registry} broke off the response ({type(exc).__name__}); try again",
@@ -487,7 +331,7 @@ class Transport:
             ) from exc
 
     def _pause(self, ref: Reference, url: str, seconds: float) -> None:
-        left = _remaining()
+        left = remaining()
         if left is not None and seconds >= left:
             raise self._timed_out(ref, url)
         self._sleep(seconds)
@@ -549,7 +393,7 @@ class Transport:
     def _ssl_context(self, host: str) -> ssl.SSLContext:
         host_dir = self._certs_dir / host
         extra = tuple(str(p) for p in sorted(host_dir.glob("*.crt"))) if host_dir.is_dir() else ()
-        return _ssl_context(self._ca_file, extra)
+        return ssl_context(self._ca_file, extra)
 
     def close(self) -> None:
         with self._lock:
@@ -666,7 +510,7 @@ class Transport:
                 request = client.build_request("GET", realm, params=params, headers=headers)
             response = client.send(request, stream=True)
         except httpx.TransportError as exc:
-            if _deadline_passed():
+            if deadline_passed():
                 raise self._timed_out(ref, realm) from exc
             raise RegistryUnreachable(
                 f"cannot reach the token service of {ref.registry} ({type(exc).__name__})",
@@ -699,22 +543,6 @@ class Transport:
 
 
 # -- pure helpers -----------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=32)
-def _ssl_context(ca_file: str | None, extra_cas: tuple[str, ...]) -> ssl.SSLContext:
-    """A verifying context trusting the system CAs plus *ca_file* and *extra_cas* (cached: loading the
-    system CA store costs ~30 ms, and contexts are safe to share)."""
-    context = ssl.create_default_context()
-    for cafile in (ca_file, *extra_cas):
-        if cafile:
-            context.load_verify_locations(cafile=cafile)
-    return context
-
-
-def _deadline_passed() -> bool:
-    left = _remaining()
-    return left is not None and left <= 0
 
 
 def _host_only(host_port: str) -> str:

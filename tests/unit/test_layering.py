@@ -26,7 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "_layers": set(),
     "_documents": {"_errors", "_facts", "_json", "_reference"},
     "_auth": {"_errors"},
-    "_transport": {"_auth", "_errors", "_json", "_reference", "httpcore", "httpx"},
+    "_netio": {"_reference", "httpcore", "httpx"},
+    "_transport": {"_auth", "_errors", "_json", "_netio", "_reference", "httpx"},
     "_registry": {
         "_auth", "_documents", "_errors", "_facts", "_json", "_layers", "_reference", "_secrets", "_transport", "_user",
         "httpx",
