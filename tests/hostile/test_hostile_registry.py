@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,23 +288,19 @@ def docker_config(tmp_path_factory: pytest.TempPathFactory, registry: HostileReg
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> tuple[int, str, str, float, float]:
-    """(status, stdout, stderr, seconds, peak RSS in MB) of one imagegate process (``wait4``: its own peak)."""
+    """(status, stdout, stderr, seconds, peak RSS in MB) of one imagegate process.
+
+    The process is started from a small wrapper (tests/support/peak_rss.py), so its peak RSS is its
+    own and not that of this (large) test process it would otherwise be forked from.
+    """
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "imagegate", *args], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-    streams: dict[str, bytes] = {}
-    readers = [
-        threading.Thread(target=lambda name=name, pipe=pipe: streams.__setitem__(name, pipe.read()))
-        for name, pipe in (("out", proc.stdout), ("err", proc.stderr))
-    ]
-    for reader in readers:
-        reader.start()
-    _, wait_status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(wait_status)
-    for reader in readers:
-        reader.join(60)
-    seconds = time.monotonic() - started
-    return proc.returncode, streams["out"].decode(), streams["err"].decode(), seconds, usage.ru_maxrss / 1024
+    with tempfile.NamedTemporaryFile(suffix=".rss") as rss:
+        wrapper = [sys.executable, str(ROOT / "tests" / "support" / "peak_rss.py"), rss.name, "--"]
+        done = subprocess.run([*wrapper, sys.executable, "-m", "imagegate", *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, env=env, cwd=ROOT, timeout=120)
+        seconds = time.monotonic() - started
+        peak_kb = int(Path(rss.name).read_text() or 0)
+    return done.returncode, done.stdout.decode(), done.stderr.decode(), seconds, peak_kb / 1024
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
