@@ -10,7 +10,6 @@ only when a task runs (``import imagegate`` is ~30 ms of every DAG parse otherwi
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from pathlib import Path

@@ -60,7 +60,8 @@ if TYPE_CHECKING:
     from imagegate.build._lint import LintFailed, LintFinding, LintReport, lint_dockerfile
     from imagegate.build._lockfile import LOCK_FILE, LockEntry, LockFile, LockFileError, find_lock_file
 
-# Loaded on first use: the registry client pulls in httpx, builds and lint their own modules.
+# Loaded on first use: the registry client pulls in httpx; build names come from imagegate.build,
+# which knows their modules.
 _LAZY = {
     "BuildOptions": "imagegate._gate",
     "ImageSource": "imagegate._gate",
@@ -81,17 +82,17 @@ _LAZY = {
     "restricted_violations": "imagegate._hardening",
     "RegistryClient": "imagegate._registry",
     "Descriptor": "imagegate._registry",
-    "BuildResult": "imagegate.build._builder",
-    "build_image": "imagegate.build._builder",
-    "LintFailed": "imagegate.build._lint",
-    "LintFinding": "imagegate.build._lint",
-    "LintReport": "imagegate.build._lint",
-    "lint_dockerfile": "imagegate.build._lint",
-    "LOCK_FILE": "imagegate.build._lockfile",
-    "LockEntry": "imagegate.build._lockfile",
-    "LockFile": "imagegate.build._lockfile",
-    "LockFileError": "imagegate.build._lockfile",
-    "find_lock_file": "imagegate.build._lockfile",
+    "BuildResult": "imagegate.build",
+    "build_image": "imagegate.build",
+    "LintFailed": "imagegate.build",
+    "LintFinding": "imagegate.build",
+    "LintReport": "imagegate.build",
+    "lint_dockerfile": "imagegate.build",
+    "LOCK_FILE": "imagegate.build",
+    "LockEntry": "imagegate.build",
+    "LockFile": "imagegate.build",
+    "LockFileError": "imagegate.build",
+    "find_lock_file": "imagegate.build",
 }
 
 __version__ = "0.1.0"

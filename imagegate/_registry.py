@@ -51,7 +51,6 @@ from imagegate._errors import (
     InvalidReference,
     MalformedResponse,
     PlatformNotFound,
-    RegistryError,
     UnsupportedManifest,
     typed_errors,
 )

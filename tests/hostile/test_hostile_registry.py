@@ -29,11 +29,10 @@ from tests.support.hostile import (
     config_bytes,
     gzip_bomb,
     make_layer,
-    make_tar,
     manifest_bytes,
     raw_json,
 )
-from tests.support.oci import Blob, Layer, OCI_LAYER_GZIP, canonical_json, digest_of, make_config, make_image, make_index, platform_of
+from tests.support.oci import Blob, Layer, OCI_LAYER_GZIP, canonical_json, digest_of, make_config, make_image, platform_of
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 4.0  # the --timeout given to every run
