@@ -45,7 +45,8 @@ class ImagegateDockerOperator(DockerOperator):
 
     XCom: ``return_value`` is the provider's (the last log line); ``imagegate`` the record
     ``{"pinned", "launched", "report"}``: the pinned reference, what the engine ran (container
-    id, image id) and the check report (pushed with ``launched: null`` when a check refused it).
+    id, image id) and the check report — pushed whether the container succeeded or failed, and
+    with ``launched: null`` when a check refused the image.
     """
 
     template_fields: Sequence[str] = (*DockerOperator.template_fields, "lock_name", "job_dir", "repository")
@@ -116,9 +117,10 @@ class ImagegateDockerOperator(DockerOperator):
         if self.imagegate_plan is None:
             raise _gate.ImageSourceError("launch() before gate(): nothing was checked", option="image")
         self.force_pull = False  # a digest never changes: pulling it again cannot fetch another image
-        result = super().execute(context)
-        _gate.push_record(context, self.imagegate_report, self.imagegate_launched)
-        return result
+        try:
+            return super().execute(context)
+        finally:  # a container that ran and failed is recorded too: what ran matters most after a failure
+            _gate.push_record(context, self.imagegate_report, self.imagegate_launched)
 
     # -- the engine client: hardening and verification ----------------------------------
 
