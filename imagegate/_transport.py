@@ -13,7 +13,8 @@ Everything a registry sends is hostile until verified and bounded:
   ``Authorization`` header never follows a redirect to another origin.
 - **Retries**: 429, 5xx and dropped connections, at most ``retries`` times, never past the deadline.
 - **Credentials stay home.** Basic credentials go to a token realm only over https or on the
-  registry's own host; a plain-http realm on another host that is not loopback is refused. No
+  registry's own host; a plain-http realm on another host that is not loopback is refused, and so
+  is a remote registry's realm on this machine (it would reach local services). No
   secret appears in an error: text a registry sends back is cut short, stripped of control
   characters and of anything equal to a credential we hold.
 """
@@ -480,6 +481,15 @@ class Transport:
             )
         host = hostname + (f":{port}" if port else "")
         own_host = hostname.lower() == _host_only(ref.api_host).lower()
+        if _points_home(hostname) and not is_loopback_host(_host_only(ref.api_host)):
+            # A remote registry's token service is never on this machine: following such a realm would let
+            # a hostile registry make us send requests to local services (Docker follows it; we do not).
+            raise AuthenticationError(
+                f"{ref.registry} sends its token requests to this machine ({redact_url(realm)}); a remote "
+                "registry's token service is never on loopback, so imagegate refuses to ask it",
+                registry=ref.registry,
+                url=realm,
+            )
         if parts.scheme == "https":
             return realm, True
         if is_loopback_host(hostname) or (own_host and self.plain_http_allowed(ref.registry)) or host.lower() in self.insecure:
@@ -524,8 +534,9 @@ class Transport:
             if response.status_code != 200:
                 codes, message = _error_body(self._read(ref, response, realm, MAX_ERROR_BYTES, truncate=True))
                 raise AuthenticationError(
-                    f"token service of {ref.registry} refused {scope}: {response.status_code} "
-                    f"{_clean(message, self._secrets(ref))}; run `docker login {ref.registry}`",
+                    f"token service of {ref.registry} refused {scope} {_who(creds)}: {response.status_code} "
+                    f"{_clean(message, self._secrets(ref))}; run `docker login {ref.registry}`"
+                    + (" or fix those credentials" if creds else ""),
                     registry=ref.registry, url=realm, status=response.status_code, codes=codes,
                 )
             body = self._read(ref, response, realm, MAX_TOKEN_BYTES)
@@ -543,6 +554,22 @@ class Transport:
 
 
 # -- pure helpers -----------------------------------------------------------------------------------
+
+
+def _points_home(hostname: str) -> bool:
+    """A realm host that names this machine: loopback, the unspecified address (which Linux connects to
+    loopback), or a ``.localhost`` name (RFC 6761; resolvers answer loopback). A DNS name that merely
+    resolves to 127.0.0.1 is not caught here: that needs a resolver, and the request carries no secret."""
+    host = hostname.lower().rstrip(".")
+    return is_loopback_host(host) or host in ("0.0.0.0", "::", "[::]") or host.endswith(".localhost")
+
+
+def _who(creds: Credentials | None) -> str:
+    """Which credentials were sent, for a message (never the secret itself)."""
+    if creds is None:
+        return "anonymously"
+    what = f"as {creds.username!r}" if creds.username else "with an identity token"
+    return f"{what} (from {creds.source})" if creds.source else what
 
 
 def _host_only(host_port: str) -> str:

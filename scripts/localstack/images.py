@@ -1,5 +1,6 @@
 """The base images: a busybox-static rootfs and a Debian bookworm + python3 rootfs (``python_rootfs``),
-imported with ``docker import`` and pushed to registry 1; the cache under ``~/.cache/imagegate/base``."""
+imported with ``docker import`` and pushed to registry 1 (busybox also to the token registry as
+``public/busybox`` and ``private/busybox``); the cache under ``~/.cache/imagegate/base``."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import struct
 import tarfile
 import time
 from pathlib import Path
+from typing import Callable
 
-from .engine import docker
+from .engine import docker, docker_env
 from .host import StackError, apt_install, run, say, sha256_file, which
 from .python_rootfs import build_python_rootfs, python_cache_entry
-from .registries import registry_digest
+from .registries import MANIFEST_ACCEPT, registry_digest
+from .registry_token import PUSH_USER, load_accounts, token_registry_digest
 
 STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Fixed mtime for generated tar members, so the busybox layer digest is the same on every machine.
@@ -240,13 +243,27 @@ def pushed_digest(push_output: str) -> str | None:
     return m.group(1) if m else None
 
 
-def push(host: str, reg: dict, local_ref: str, repo: str, tags: list[str]) -> str:
-    """Tag and push ``local_ref`` as REGISTRY/repo:tag for every tag; return the manifest digest."""
+def push(
+    host: str,
+    reg: dict,
+    local_ref: str,
+    repo: str,
+    tags: list[str],
+    *,
+    config_dir: Path | None = None,
+    digest_of: Callable[[str, str], str | None] | None = None,
+) -> str:
+    """Tag and push ``local_ref`` as REGISTRY/repo:tag for every tag; return the manifest digest.
+
+    ``config_dir``: the docker CLI's config directory (``docker --config``) holding the registry login;
+    ``digest_of(repo, tag)``: how to ask the registry for a tag's digest (default an anonymous HEAD)."""
+    digest_of = digest_of or (lambda r, t: registry_digest(reg, r, t))
+    cli = ["--config", str(config_dir)] if config_dir else []
     digest = None
     for tag in tags:
         ref = f"{reg['addr']}/{repo}:{tag}"
         docker(host, "tag", local_ref, ref, timeout=60)
-        have = registry_digest(reg, repo, tag)
+        have = digest_of(repo, tag)
         repo_digests = docker(
             host, "image", "inspect", "--format", "{{json .RepoDigests}}", local_ref, timeout=60
         ).stdout
@@ -256,9 +273,37 @@ def push(host: str, reg: dict, local_ref: str, repo: str, tags: list[str]) -> st
             continue
         say(f"image: pushing {ref} …")
         t0 = time.monotonic()
-        out = docker(host, "push", ref, timeout=1800, what=f"docker push {ref}").stdout
-        digest = pushed_digest(out) or registry_digest(reg, repo, tag)
+        out = docker(host, *cli, "push", ref, timeout=1800, what=f"docker push {ref}").stdout
+        digest = pushed_digest(out) or digest_of(repo, tag)
         say(f"image: pushed {ref} in {time.monotonic() - t0:.1f} s ({digest})")
     if not digest:
         raise StackError(f"pushed {repo} but the registry at {reg['url']} reports no manifest for it")
     return digest
+
+
+# ------------------------------------------------------------------------------------- token registry
+
+
+def ensure_token_images(host: str, treg: dict, busybox: dict, state_dir: Path) -> dict:
+    """The busybox base in the token registry as ``public/busybox`` (anonymous pull) and ``private/busybox``
+    (credentials needed), pushed by the Docker Engine as the push account: ``docker login`` into a config
+    directory of the stack's own (the user's ``~/.docker`` is left alone), so the engine does the token dance."""
+    accounts = load_accounts(treg)
+    config_dir = state_dir / "token-registry" / "docker-config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(config_dir, 0o700)
+
+    def digest_of(repo: str, tag: str) -> str | None:
+        return token_registry_digest(treg, repo, tag, MANIFEST_ACCEPT)
+
+    version, local_ref = busybox["version"], busybox["local"]
+    run(
+        ["docker", "--config", str(config_dir), "login", "--username", PUSH_USER, "--password-stdin", treg["addr"]],
+        env=docker_env(host), timeout=60, what=f"docker login {treg['addr']}", input=accounts[PUSH_USER]["password"],
+    )
+    out = {}
+    for name, repo in {"public": "public/busybox", "private": "private/busybox"}.items():
+        digest = push(host, treg, local_ref, repo, [version], config_dir=config_dir, digest_of=digest_of)
+        ref = f"{treg['addr']}/{repo}:{version}"
+        out[name] = {"ref": ref, "digest": digest, "ref_by_digest": f"{treg['addr']}/{repo}@{digest}", "local": local_ref}
+    return out

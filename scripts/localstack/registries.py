@@ -1,7 +1,8 @@
-"""The two registries (CNCF distribution): config rendering, start on a free loopback port, health, digests.
+"""The registries (CNCF distribution): config rendering, start on a free loopback port, health, digests.
 
 Registry 1 is plain http with deletes enabled; registry 2 (``auth-registry``) serves TLS with htpasswd basic
-auth, its material made by ``registry_auth``.
+auth, its material made by ``registry_auth``; registry 3 (``token-registry``) serves TLS with ``auth: token``
+against the stack's token issuer (``registry_token``, ``token_issuer``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from .host import StackError, apt_install, free_port, port_is_free, say, tail, which, write_file
 from .procs import proc_matches, spawn, stop_process
 from .registry_auth import auth_material
+from .registry_token import PUSH_USER, token_auth_block, token_registry_healthy
 
 MANIFEST_ACCEPT = ", ".join(
     [
@@ -50,10 +52,15 @@ def yaml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid YAML scalar
 
 
-def registry_config(name: str, port: int, data_dir: Path, auth: dict | None, secret: str | None = None) -> str:
+def registry_config(
+    name: str, port: int, data_dir: Path, auth: dict | None, secret: str | None = None, token: dict | None = None
+) -> str:
     """distribution's config.yml: loopback ``port``, filesystem storage in ``data_dir``, deletes on, every
-    request logged; with ``auth`` (server_cert, server_key, htpasswd paths) TLS and htpasswd basic auth.
+    request logged; with ``auth`` (server_cert, server_key, htpasswd paths) TLS and htpasswd basic auth; with
+    ``token`` (server_cert, server_key, realm, service, issuer, rootcertbundle) TLS and ``auth: token``.
     ``secret`` (the http secret) is random unless given."""
+    if auth and token:
+        raise ValueError("a registry has either htpasswd (auth) or token auth, not both")
     q = yaml_str
     lines = [
         "version: 0.1",
@@ -88,6 +95,18 @@ def registry_config(name: str, port: int, data_dir: Path, auth: dict | None, sec
             "  htpasswd:",
             "    realm: imagegate-test",
             f"    path: {q(auth['htpasswd'])}",
+        ]
+    if token:
+        lines += [
+            "  tls:",
+            f"    certificate: {q(token['server_cert'])}",
+            f"    key: {q(token['server_key'])}",
+            "auth:",
+            "  token:",
+            f"    realm: {q(token['realm'])}",
+            f"    service: {q(token['service'])}",
+            f"    issuer: {q(token['issuer'])}",
+            f"    rootcertbundle: {q(token['rootcertbundle'])}",
         ]
     return "\n".join(lines) + "\n"
 
@@ -125,7 +144,10 @@ def http_status(
 
 
 def registry_healthy(rec: dict, timeout: float = 3.0) -> bool:
-    """GET /v2/ answers 200 (plain), or 401 without and 200 with the credentials (auth registry)."""
+    """GET /v2/ answers 200 (plain), or 401 without and 200 with the credentials (auth registry), or 401 with
+    our Bearer challenge and 200 with a token of our issuer (token registry)."""
+    if rec.get("token"):
+        return token_registry_healthy(rec, timeout=timeout)
     try:
         if rec.get("auth"):
             status, _ = http_status(rec["url"], cafile=rec["ca_cert"], timeout=timeout)
@@ -156,9 +178,11 @@ def registry_digest(reg: dict, repo: str, tag: str) -> str | None:
     return headers.get("docker-content-digest") if status == 200 else None
 
 
-def registry_record(port: int, auth: dict | None, config: Path, data_dir: Path, access_log: Path) -> dict:
+def registry_record(
+    port: int, auth: dict | None, config: Path, data_dir: Path, access_log: Path, token: dict | None = None
+) -> dict:
     """The fields of a registry's state record besides its process (pid, cmdline, starttime, log)."""
-    scheme = "https" if auth else "http"
+    scheme = "https" if auth or token else "http"
     rec: dict = {
         "port": port,
         "addr": f"127.0.0.1:{port}",
@@ -169,11 +193,14 @@ def registry_record(port: int, auth: dict | None, config: Path, data_dir: Path, 
     }
     if auth:
         rec.update(auth=True, **auth)
+    if token:
+        rec.update(token=True, **token)
     return rec
 
 
-def start_registry(name: str, state_dir: Path, old: dict | None, auth: dict | None) -> dict:
-    """Start ``name`` on its old port when free (else any free one; up to 3 tries when the port is taken)."""
+def start_registry(name: str, state_dir: Path, old: dict | None, auth: dict | None, token: dict | None = None) -> dict:
+    """Start ``name`` on its old port when free (else any free one; up to 3 tries when the port is taken).
+    ``token``: the fields of :func:`registry_token.token_auth_block` plus what the record should carry."""
     binary = registry_binary()
     rdir = state_dir / name
     data_dir = rdir / "data"
@@ -185,9 +212,9 @@ def start_registry(name: str, state_dir: Path, old: dict | None, auth: dict | No
     for attempt in range(3):
         port = preferred if (attempt == 0 and preferred and port_is_free(preferred)) else free_port()
         config = rdir / "config.yml"
-        write_file(config, registry_config(name, port, data_dir, auth), 0o600)
+        write_file(config, registry_config(name, port, data_dir, auth, token=token), 0o600)
         proc, rec = spawn([binary, "serve", str(config)], access_log, log)
-        rec.update(registry_record(port, auth, config, data_dir, access_log))
+        rec.update(registry_record(port, auth, config, data_dir, access_log, token))
         if _wait_healthy(name, proc, rec, auth, log):
             return rec
         last_error = tail(log)
@@ -210,7 +237,7 @@ def _wait_healthy(name: str, proc, rec: dict, auth: dict | None, log: Path) -> b
     stop_process(name, rec, 5)
     raise StackError(
         f"{name} (pid {proc.pid}) on port {rec['port']} did not become healthy within 30 s "
-        f"(expected GET /v2/ -> {'401 then 200 with credentials' if auth else '200'}). "
+        f"(expected GET /v2/ -> {_expected(rec)}). "
         f"Log {log}:\n{tail(log)}"
     )
 
@@ -236,4 +263,28 @@ def ensure_auth_registry(state_dir: Path, old: dict | None) -> dict:
         f"{name}: started pid {rec['pid']} at {rec['url']} (TLS with CA {rec['ca_cert']}, htpasswd user "
         f"{rec['user']}, log {rec['log']})"
     )
+    return rec
+
+
+def _expected(rec: dict) -> str:
+    if rec.get("token"):
+        return f"401 with a Bearer challenge for {rec['realm']}, then 200 with a token from it"
+    return "401 then 200 with credentials" if rec.get("auth") else "200"
+
+
+def ensure_token_registry(state_dir: Path, old: dict | None, issuer: dict) -> dict:
+    """The token registry, trusting ``issuer`` (a record of ``registry_token.ensure_token_issuer``); restarted
+    when the issuer moved (another realm) or signs with other material."""
+    name = "token-registry"
+    token = token_auth_block(issuer["realm"], issuer)
+    extra = {k: issuer[k] for k in ("ca_cert", "signing_cert", "accounts", "request_log")}
+    extra["user"] = PUSH_USER  # the account that may push everything (its password: the accounts file)
+    same = old and all(old.get(k) == v for k, v in {**token, **extra}.items())
+    if old and same and proc_matches(old) and registry_healthy(old):
+        say(f"{name}: reusing pid {old['pid']} at {old['url']} (realm {old['realm']})")
+        return old
+    if old and proc_matches(old):
+        stop_process(name, old, 15)  # ours, but unhealthy or trusting an issuer that moved
+    rec = start_registry(name, state_dir, old, None, {**token, **extra})
+    say(f"{name}: started pid {rec['pid']} at {rec['url']} (TLS, token auth via {rec['realm']}, log {rec['log']})")
     return rec

@@ -1,4 +1,4 @@
-"""Local test stack for imagegate: a Docker Engine, two OCI registries and local base images.
+"""Local test stack for imagegate: a Docker Engine, three OCI registries, a token issuer and local base images.
 
 Stdlib-only (Python 3.11+). Nothing here needs the internet or a public container registry:
 
@@ -8,6 +8,11 @@ Stdlib-only (Python 3.11+). Nothing here needs the internet or a public containe
   deletes enabled, every request logged.
 * Registry 2 - a second ``docker-registry`` with htpasswd (bcrypt) basic auth behind TLS, with a CA made at
   start-up by ``openssl``.
+* Registry 3 - ``token-registry``: a third ``docker-registry`` behind TLS with ``auth: token`` (the Docker token
+  spec), trusting the stack's ``token-issuer`` (:mod:`localstack.token_issuer`, an https server that signs RS256
+  JWTs and logs each token request as a JSON line); anonymous pulls of ``public/*``, test accounts for the rest
+  (see :mod:`localstack.registry_token`). The busybox base is pushed there as ``public/busybox`` and
+  ``private/busybox`` by the Docker Engine after a ``docker login`` into the stack's own docker config.
 * Base images - a busybox-static rootfs and a Debian bookworm + python3 rootfs (``debootstrap``, cached under
   ``~/.cache/imagegate/base``), imported with ``docker import`` and pushed to registry 1.
 
@@ -39,10 +44,18 @@ from pathlib import Path
 
 from .engine import DEFAULT_DOCKER_HOST, docker, docker_ping, ensure_docker
 from .host import StackError, apt_install, is_debian, is_root, say, set_voice, which
-from .images import cache_dir, ensure_busybox, ensure_python, is_static_elf
+from .images import cache_dir, ensure_busybox, ensure_python, ensure_token_images, is_static_elf
 from .procs import proc_matches, stop_process
 from .python_rootfs import python_cache_entry
-from .registries import ensure_auth_registry, ensure_registry, registry_digest, registry_healthy
+from .registries import (
+    MANIFEST_ACCEPT,
+    ensure_auth_registry,
+    ensure_registry,
+    ensure_token_registry,
+    registry_digest,
+    registry_healthy,
+)
+from .registry_token import ensure_token_issuer, issuer_healthy, token_registry_digest
 from .state import (
     DEFAULT_STATE_DIR,
     ENV_FILE,
@@ -56,7 +69,14 @@ from .state import (
     state_lock,
 )
 
-COMPONENTS = (("docker", "docker"), ("registry", "registry"), ("auth-registry", "auth_registry"))
+COMPONENTS = (
+    ("docker", "docker"),
+    ("registry", "registry"),
+    ("auth-registry", "auth_registry"),
+    ("token-issuer", "token_issuer"),
+    ("token-registry", "token_registry"),
+)
+SECRET_ENV = ("IMAGEGATE_AUTH_PASSWORD", "IMAGEGATE_TOKEN_PASSWORD")
 
 # ------------------------------------------------------------------------------------------------- up
 
@@ -112,8 +132,14 @@ def bring_up(sdir: Path, args: argparse.Namespace) -> dict:
     save_state(sdir, state)
     state["auth_registry"] = ensure_auth_registry(sdir, old.get("auth_registry"))
     save_state(sdir, state)
+    state["token_issuer"] = ensure_token_issuer(sdir, old.get("token_issuer"))
+    save_state(sdir, state)
+    state["token_registry"] = ensure_token_registry(sdir, old.get("token_registry"), state["token_issuer"])
+    save_state(sdir, state)
     host = state["docker"]["host"]
     state["images"]["busybox"] = ensure_busybox(host, state["registry"])
+    save_state(sdir, state)
+    state["token_registry"]["images"] = ensure_token_images(host, state["token_registry"], state["images"]["busybox"], sdir)
     save_state(sdir, state)
     if args.no_python_base:
         say("image: skipping the python base image (--no-python-base)")
@@ -131,7 +157,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     say(f"stack is up in {time.monotonic() - t0:.1f} s; state {sdir / STATE_FILE}")
     say(f'use it with:  eval "$(python3 {shlex.quote(sys.argv[0])} env)"')
     for k, v in state["env"].items():
-        if k != "IMAGEGATE_AUTH_PASSWORD" and v:
+        if k not in SECRET_ENV and v:
             say(f"  {k}={v}")
     return 0
 
@@ -149,6 +175,9 @@ def component_status(name: str, rec: dict | None) -> tuple[bool, str]:
     if name == "docker":
         ok = alive and docker_ping(rec["host"])
         where = rec["host"]
+    elif name == "token-issuer":
+        ok = alive and issuer_healthy(rec)
+        where = rec["realm"]
     else:
         ok = alive and registry_healthy(rec)
         where = rec["url"]
@@ -191,7 +220,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         ok, line = image_status(state, name, img)
         all_ok &= ok
         print(line)
+    for ok, line in token_image_status(state):
+        all_ok &= ok
+        print(line)
     return 0 if all_ok else 1
+
+
+def token_image_status(state: dict) -> list[tuple[bool, str]]:
+    """(ok, line) for each image seeded into the token registry (asked with the push account's token)."""
+    treg = state.get("token_registry")
+    if not treg:
+        return []
+    images = treg.get("images") or {}
+    out = []
+    for name in ("public", "private"):
+        img = images.get(name)
+        label = f"{'token ' + name:14}"
+        if not img:
+            out.append((False, f"{label} MISSING (up did not finish)"))
+            continue
+        repo, _, tag = img["ref"].split("/", 1)[1].rpartition(":")
+        ok = token_registry_digest(treg, repo, tag, MANIFEST_ACCEPT) == img["digest"]
+        out.append((ok, f"{label} {'present' if ok else 'MISSING':8} {img['ref']} {img['digest']}"))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ env, down
@@ -210,7 +261,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 def registry_refs(state: dict) -> list[str]:
     """The REGISTRY:PORT/base/... tags `up` added in Docker, sorted."""
     refs = []
-    for img in (state.get("images") or {}).values():
+    token_images = ((state.get("token_registry") or {}).get("images") or {}).values()
+    for img in [*(state.get("images") or {}).values(), *token_images]:
         if img:
             refs += [img["ref"], *img.get("tags", [])]
     return sorted(set(refs))
@@ -228,7 +280,8 @@ def untag_registry_refs(state: dict) -> None:
 
 def take_down(sdir: Path, state: dict, keep_docker_arg: bool) -> None:
     untag_registry_refs(state)
-    for name, key in (("auth-registry", "auth_registry"), ("registry", "registry")):
+    stop_process("token-issuer", state.get("token_issuer"), 10)  # before its material (in token-registry/) goes
+    for name, key in (("token-registry", "token_registry"), ("auth-registry", "auth_registry"), ("registry", "registry")):
         rec = state.get(key)
         stop_process(name, rec, 15)
         if rec:
@@ -272,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", default=argparse.SUPPRESS, help=state_help)
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", parents=[common], help="start (or reuse) Docker, both registries and the base images")
+    up = sub.add_parser("up", parents=[common], help="start (or reuse) Docker, the registries, the token issuer and the base images")
     up.add_argument("--no-python-base", action="store_true", help="skip the debootstrap python base image")
     up.add_argument("--rebuild-base", action="store_true", help="rebuild the cached python rootfs")
     up.add_argument("--docker-timeout", type=float, default=60.0, help="seconds to wait for a started dockerd")

@@ -125,6 +125,32 @@ def stack_env(state: dict) -> dict[str, str]:
         "IMAGEGATE_PYTHON_IMAGE": py.get("ref", ""),
         "IMAGEGATE_PYTHON_IMAGE_DIGEST": py.get("ref_by_digest", ""),
         "IMAGEGATE_PYTHON_LOCAL_IMAGE": py.get("local", ""),
+        **token_env(state),
+    }
+
+
+def token_env(state: dict) -> dict[str, str]:
+    """The token registry's part of the environment (empty values while it is not up)."""
+    treg, issuer = state.get("token_registry") or {}, state.get("token_issuer") or {}
+    images = treg.get("images") or {}
+    public, private = images.get("public") or {}, images.get("private") or {}
+    user, password = treg.get("user", ""), ""
+    if user and treg.get("accounts"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            password = json.loads(Path(treg["accounts"]).read_text())[user]["password"]
+    return {
+        "IMAGEGATE_TOKEN_REGISTRY": treg.get("addr", ""),
+        "IMAGEGATE_TOKEN_REGISTRY_URL": treg.get("url", ""),
+        "IMAGEGATE_TOKEN_REGISTRY_LOG": treg.get("log", ""),
+        "IMAGEGATE_TOKEN_REALM": issuer.get("realm", ""),
+        "IMAGEGATE_TOKEN_SERVICE": issuer.get("service", ""),
+        "IMAGEGATE_TOKEN_CA": treg.get("ca_cert", ""),
+        "IMAGEGATE_TOKEN_USER": user,
+        "IMAGEGATE_TOKEN_PASSWORD": password,
+        "IMAGEGATE_TOKEN_ACCOUNTS": treg.get("accounts", ""),
+        "IMAGEGATE_TOKEN_ISSUER_LOG": issuer.get("request_log", ""),
+        "IMAGEGATE_TOKEN_PUBLIC_IMAGE": public.get("ref", ""),
+        "IMAGEGATE_TOKEN_PRIVATE_IMAGE": private.get("ref", ""),
     }
 
 
@@ -140,5 +166,7 @@ def empty_state(sdir: Path) -> dict:
         "docker": None,
         "registry": None,
         "auth_registry": None,
+        "token_issuer": None,
+        "token_registry": None,
         "images": {"busybox": None, "python": None},
     }

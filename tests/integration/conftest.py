@@ -44,6 +44,9 @@ class Stack:
     busybox_local: str  # local engine tag of the same image
     python: str | None
     env: dict[str, str]
+    token_registry: str | None = None  # 127.0.0.1:PORT, https + bearer tokens (test_token_registry.py)
+    token_ca: Path | None = None
+    token_issuer_log: Path | None = None  # one JSON line per token request
 
     @property
     def registry_url(self) -> str:
@@ -71,6 +74,9 @@ def stack() -> Stack:
         busybox_local=env["IMAGEGATE_BUSYBOX_LOCAL_IMAGE"],
         python=env.get("IMAGEGATE_PYTHON_IMAGE") or None,
         env=env,
+        token_registry=env.get("IMAGEGATE_TOKEN_REGISTRY") or None,
+        token_ca=Path(env["IMAGEGATE_TOKEN_CA"]) if env.get("IMAGEGATE_TOKEN_CA") else None,
+        token_issuer_log=Path(env["IMAGEGATE_TOKEN_ISSUER_LOG"]) if env.get("IMAGEGATE_TOKEN_ISSUER_LOG") else None,
     )
 
 

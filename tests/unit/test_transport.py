@@ -112,11 +112,16 @@ def test_basic_credentials_go_to_an_https_realm() -> None:
     assert token.headers["authorization"].startswith("Basic ")
 
 
-def test_credentials_stay_home_with_a_plain_loopback_realm_of_another_host() -> None:
-    transport, seen = serve(bearer("http://127.0.0.1:9/token"))
-    client(transport, creds("registry.test")).inspect(parse_reference("registry.test/team/etl:1.0.0"))
-    (token,) = [r for r in seen if r.url.path == "/token"]
-    assert "authorization" not in token.headers
+@pytest.mark.parametrize("realm", [
+    "http://127.0.0.1:9/token", "https://localhost:9/token", "http://[::1]:9/token", "http://0.0.0.0:9/token",
+    "https://auth.localhost/token", "http://localhost./token",
+])
+def test_a_remote_registrys_loopback_realm_is_refused_before_any_request(realm: str) -> None:
+    # Following it would let a hostile registry reach this machine's local services.
+    transport, seen = serve(bearer(realm))
+    with pytest.raises(AuthenticationError, match="sends its token requests to this machine"):
+        client(transport, creds("registry.test")).inspect(parse_reference("registry.test/team/etl:1.0.0"))
+    assert not any(r.url.path == "/token" for r in seen)
 
 
 def test_credentials_go_to_a_plain_realm_on_the_registrys_own_insecure_host() -> None:
