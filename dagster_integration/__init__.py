@@ -7,7 +7,9 @@
 
 No rule lives here: the gate, the hardening and the launch verification are imagegate's core.
 - :func:`image_check_specs` — the ``image_pinned`` / ``image_non_root`` / ``dockerfile_lint``
-  asset checks to declare on an asset.
+  asset checks to declare on an asset (``dockerfile_lint`` only where a job directory is built).
+- :func:`image_build_asset` — a build as its own asset: its value is the pinned reference
+  ``REPO:TAG@sha256:…`` a downstream asset launches (checked again) with either client.
 - :class:`ContainerAssetComponent` — the ``dg`` component (``dagster_integration.components``).
 """
 
@@ -22,6 +24,7 @@ from dagster_integration._asset_checks import (
     IMAGE_PINNED,
     image_check_specs,
 )
+from dagster_integration._build_asset import image_build_asset
 from dagster_integration._docker import ImagegateDockerClient, wait_for_removals
 from dagster_integration._errors import BuildRefused, ImagegateDagsterError, ImageRefused, LaunchMismatch
 from dagster_integration._invocation import ImagegateInvocation
@@ -46,6 +49,7 @@ __all__ = [
     "ImagegateResource",
     "LaunchMismatch",
     "Preflight",
+    "image_build_asset",
     "image_check_specs",
     "report_metadata",
     "wait_for_removals",

@@ -6,13 +6,20 @@ client logs an ``AssetCheckEvaluation`` for each declared check, then launches
 or raises :class:`ImageRefused`. The results therefore appear whether the asset
 launched or was refused.
 
-=================== ============================================ =======================
-check name          from                                          when not applicable
-=================== ============================================ =======================
+=================== ============================================ =============================
+check name          from                                          when it cannot run
+=================== ============================================ =============================
 ``image_pinned``    the report's ``pinned`` result                —
 ``image_non_root``  the report's ``non-root`` result              —
-``dockerfile_lint`` the Dockerfile lint of a job-directory build  passes, "no build"
-=================== ============================================ =======================
+``dockerfile_lint`` the Dockerfile lint of a job-directory build  refused before anything runs
+=================== ============================================ =============================
+
+``dockerfile_lint`` is never reported as passed when nothing was linted. An ``@asset`` cannot
+skip a check it declares (Dagster fails the step when a declared check returns no result, and an
+``AssetCheckResult`` has no "skipped"), so declaring it where it cannot run is a settings error:
+:func:`lint_not_runnable` says why (the image is given by ``image=``/``lock_name=``, or the policy
+turns the lint off), and the resource raises it before anything is resolved, built or launched;
+the component refuses it when definitions load.
 """
 
 from __future__ import annotations
@@ -93,18 +100,46 @@ def evaluation(
     )
 
 
+def lint_not_runnable(asset: dg.AssetKey, *, source: str | None, lint_mode: str) -> str | None:
+    """Why a declared ``dockerfile_lint`` cannot run for this launch, or ``None`` when it can.
+
+    *source* is how the image is named when it is not built (``"image='…'"``), else ``None``.
+    """
+    where = asset.to_user_string()
+    if source is not None:
+        return (
+            f"asset {where!r} declares the dockerfile_lint check, but its image is given by {source}: nothing is "
+            "built here, so there is no Dockerfile to lint and the check cannot run (it is never reported as "
+            "passed). Remove 'dockerfile_lint' from the asset's check specs, e.g. image_check_specs("
+            f"{where!r}, ['image_pinned', 'image_non_root']), or declare it on the asset that builds the image "
+            "(job_directory=, or image_build_asset())"
+        )
+    if lint_mode == "off":
+        return (
+            f"asset {where!r} declares the dockerfile_lint check, but the policy turns the lint off "
+            "(checks.lint = \"off\"), so the check cannot run (it is never reported as passed). Remove "
+            "'dockerfile_lint' from the asset's check specs, or set checks.lint to \"warn\" or \"enforce\""
+        )
+    return None
+
+
 def lint_evaluation(
     key: dg.AssetCheckKey, report: imagegate.Report | None, lint: Mapping[str, Any] | None, *, refused: bool = False
 ) -> dg.AssetCheckEvaluation:
-    """``dockerfile_lint``: failed (ERROR) when lint errors refused the build, failed (WARN) when the
-    build went on despite them (``checks.lint = "warn"`` or a waiver); passed "skipped" with no build."""
+    """``dockerfile_lint``: passed with no lint errors; failed (ERROR) when lint errors refused the
+    build, failed (WARN) when the build went on despite them (``checks.lint = "warn"`` or a waiver).
+
+    Without a lint report it is never "passed": the resource refuses such a launch first
+    (:func:`lint_not_runnable`), so this is only a fail-safe.
+    """
     if lint is None:
         return dg.AssetCheckEvaluation(
             asset_key=key.asset_key,
             check_name=key.name,
-            passed=True,
-            metadata={"outcome": "skipped", "message": "no Dockerfile: the image was given by reference, not built"},
-            description="skipped: the image was not built from a job directory",
+            passed=False,
+            metadata={"outcome": "not run", "message": "nothing was linted"},
+            severity=dg.AssetCheckSeverity.WARN,
+            description="not run: nothing was linted",
         )
     findings = list(lint.get("findings") or [])
     passed = bool(lint.get("passed", not findings))

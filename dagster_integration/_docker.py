@@ -117,6 +117,8 @@ class ImagegateDockerClient(PipesDockerClient):
         Raises:
             ImageRefused: a check failed under enforce; no container was created.
             BuildRefused: lint errors refused the job directory's build; nothing was built or created.
+            ImagegateDagsterError: a bad setting (``container_kwargs`` that weaken the hardening;
+                ``dockerfile_lint`` declared where nothing is linted), before the registry is asked.
             DagsterPipesError: the container exited non-zero (from dagster-docker).
         """
         policy = self.imagegate.load_policy()

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import dagster as dg
 import imagegate
 from pydantic import Field
 
-from dagster_integration._asset_checks import DOCKERFILE_LINT, declared_checks, evaluation, lint_evaluation
+from dagster_integration._asset_checks import (
+    DOCKERFILE_LINT,
+    declared_checks,
+    evaluation,
+    lint_evaluation,
+    lint_not_runnable,
+)
 from dagster_integration._errors import BuildRefused, ImagegateDagsterError, ImageRefused
 
 METADATA_PREFIX = "imagegate"
@@ -153,6 +159,7 @@ class ImagegateResource(dg.ConfigurableResource):
         job_directory: str | Path | None = None,
         dockerfile: str | None = None,
         build_args: Mapping[str, str] | None = None,
+        repository: str | None = None,
         backend: str = "docker",
         user: str | None = None,
         start: str | Path | None = None,
@@ -163,6 +170,7 @@ class ImagegateResource(dg.ConfigurableResource):
 
         *context* is the asset's (or op's) execution context, or ``None`` outside a run
         (to review what would be launched; no check results are recorded then).
+        *repository* overrides the resource's for a *job_directory* build.
 
         The check results are returned with the materialization on success
         (:meth:`Preflight.check_results`); when the image is refused they are logged
@@ -171,22 +179,26 @@ class ImagegateResource(dg.ConfigurableResource):
         Raises:
             ImageRefused: a check failed under enforce (after the check results were logged).
             BuildRefused: lint errors refused the job directory's build (nothing was built).
-            ImagegateDagsterError: the arguments name no image, or more than one.
+            ImagegateDagsterError: the arguments name no image, or more than one; or the asset declares
+                ``dockerfile_lint`` where nothing is linted (an ``image=``/``lock_name=`` source, or
+                ``checks.lint = "off"``) — raised before anything is resolved, built or launched.
             imagegate.ImagegateError: bad reference, unreachable registry, … (from the core).
         """
         policy = policy or self.load_policy()
         declared = declared_checks(context)
         wants_lint = any(key.name == DOCKERFILE_LINT for key in declared)
+        if wants_lint:
+            _require_lint(declared, image=image, lock_name=lock_name, job_directory=job_directory, policy=policy)
         source = imagegate.ImageSource(
             image=image, lock_name=lock_name, job_dir=job_directory, lock_file=self.lock_file,
-            repository=self.repository, start=start,
+            repository=repository or self.repository, start=start,
             build=imagegate.BuildOptions(
                 dockerfile=dockerfile, build_args={**self.build_args, **dict(build_args or {})}, platform=self.platform,
                 tag_policy=self.tag_policy, lint="always" if wants_lint else "on-build",
             ),
         )
         try:
-            plan = imagegate.plan_launch(source, backend=backend, user=user, policy=policy)
+            plan = imagegate.plan_launch(source, backend=backend, user=user, policy=policy, progress=_progress(context))
         except imagegate.SourceError as exc:
             raise ImagegateDagsterError(str(exc), setting=exc.option) from exc
         except imagegate.LintFailed as exc:  # lint errors under checks.lint = "enforce": nothing built
@@ -205,3 +217,35 @@ class ImagegateResource(dg.ConfigurableResource):
         for warning in plan.report.warnings if context is not None else ():
             context.log.warning(f"imagegate {warning.check}: {warning.message}")
         return Preflight(plan, build, lint, evaluations, policy)
+
+
+def _progress(context: Any) -> Callable[[str], None] | None:
+    """A job directory's build progress into the step's log (transient ``\\r`` lines are for terminals)."""
+    if context is None:
+        return None
+
+    def say(line: str) -> None:
+        if not line.startswith("\r"):
+            context.log.info(f"imagegate: {line.rstrip()}")
+
+    return say
+
+
+def _require_lint(
+    declared: list[dg.AssetCheckKey], *, image: str | None, lock_name: str | None,
+    job_directory: str | Path | None, policy: imagegate.Policy,
+) -> None:
+    """Refuse a declared ``dockerfile_lint`` that cannot run: it must never read "passed" unlinted."""
+    if job_directory:
+        source = None
+    elif image:
+        source = f"image={str(image).strip()!r}"
+    elif lock_name:
+        source = f"lock_name={lock_name!r}"
+    else:
+        return  # no source at all: the core's SourceError says so
+    for key in declared:
+        if key.name == DOCKERFILE_LINT:
+            reason = lint_not_runnable(key.asset_key, source=source, lint_mode=policy.mode("lint").value)
+            if reason:
+                raise ImagegateDagsterError(reason, setting=DOCKERFILE_LINT)

@@ -8,18 +8,23 @@
       image: "{{ env.WORDCOUNT_IMAGE }}"     # or lock_name: wordcount, or job_directory: ../jobs/wordcount
                                              # (+ repository, build_args, dockerfile)
       command: ["/app/job.py"]
-      checks: [image_pinned, image_non_root]
+      checks: [image_pinned, image_non_root]  # dockerfile_lint only with job_directory
       policy_file: imagegate.toml
+      backend: docker                         # or kubernetes (+ namespace, kubeconfig_file,
+                                              #   kube_context, poll_interval)
 
 The spec is validated when definitions load: unknown keys are errors naming their
 path (``attributes.imagee``), exactly one image source must be given, the image
-reference must parse, and check names and the backend must be known. Nothing is
+reference must parse, check names and the backend must be known, ``dockerfile_lint``
+needs a ``job_directory`` (an image given by reference is not built, so nothing would
+be linted), and the Kubernetes settings need ``backend: kubernetes``. Nothing is
 resolved or launched until the asset is materialized.
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations
 # (the context type, resources) at definition time.
 
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -46,6 +51,9 @@ class ContainerAssetComponent(dg.Component, dg.Model, dg.Resolvable):
     user: Optional[str] = None
     backend: Literal["docker", "kubernetes"] = "docker"
     namespace: Optional[str] = None
+    kubeconfig_file: Optional[str] = None
+    kube_context: Optional[str] = None
+    poll_interval: Optional[float] = None
     checks: list[CheckName] = ["image_pinned", "image_non_root"]
     blocking_checks: bool = False
     description: Optional[str] = None
@@ -65,6 +73,20 @@ class ContainerAssetComponent(dg.Component, dg.Model, dg.Resolvable):
             imagegate.parse_reference(self.image)  # InvalidReference names the reference and the problem
         if self.job_directory and not self.repository:
             raise ValueError("job_directory needs repository (where the built image is pushed)")
+        if "dockerfile_lint" in self.checks and not self.job_directory:
+            source = "image" if self.image else "lock_name"
+            raise ValueError(
+                f"checks: dockerfile_lint needs job_directory; with {source} nothing is built, so there is no "
+                "Dockerfile to lint and the check could never run. Remove dockerfile_lint from checks, or build "
+                "the image here (job_directory + repository)"
+            )
+        if "dockerfile_lint" in self.checks and self.check_modes.get("lint") == "off":
+            raise ValueError("checks: dockerfile_lint cannot run with check_modes {lint: off}; remove one of them")
+        k8s_only = [n for n in ("namespace", "kubeconfig_file", "kube_context", "poll_interval") if getattr(self, n) is not None]
+        if k8s_only and self.backend != "kubernetes":
+            raise ValueError(f"{', '.join(k8s_only)}: only for backend: kubernetes (the backend is {self.backend})")
+        if self.poll_interval is not None and not self.poll_interval > 0:
+            raise ValueError(f"poll_interval: {self.poll_interval} is not a positive number of seconds")
         for check in self.check_modes:
             if check.replace("_", "-") not in ("registry", "pinned", "non-root", "lint"):
                 raise ValueError(f"check_modes: unknown check {check!r}; known: registry, pinned, non-root, lint")
@@ -74,13 +96,10 @@ class ContainerAssetComponent(dg.Component, dg.Model, dg.Resolvable):
         return self
 
     def _resource(self, base: Path | None) -> ImagegateResource:
-        def rel(value: str | None) -> str | None:
-            return str((base / value).resolve()) if value and base and not Path(value).is_absolute() else value
-
         return ImagegateResource(
-            policy_file=rel(self.policy_file),
+            policy_file=_relative_to(base, self.policy_file),
             check_modes=dict(self.check_modes),
-            lock_file=rel(self.lock_file),
+            lock_file=_relative_to(base, self.lock_file),
             repository=self.repository,
             build_args=dict(self.build_args),
         )
@@ -103,20 +122,38 @@ class ContainerAssetComponent(dg.Component, dg.Model, dg.Resolvable):
             kinds={"docker" if spec.backend == "docker" else "kubernetes"},
         )
         def _container_asset(context: dg.AssetExecutionContext):  # noqa: ANN202 (dagster reads annotations)
-            return spec._run(context, gate, job_directory)
+            return spec._run(context, gate, job_directory, base)
 
         return dg.Definitions(assets=[_container_asset])
 
-    def _run(self, context: dg.AssetExecutionContext, gate: ImagegateResource, job_directory: str | None) -> Any:
+    def _run(self, context: dg.AssetExecutionContext, gate: ImagegateResource, job_directory: str | None,
+             base: Path | None) -> Any:
         source: dict[str, Any] = {"image": self.image, "lock_name": self.lock_name, "job_directory": job_directory}
         if job_directory:
             source["dockerfile"] = self.dockerfile
         if self.backend == "kubernetes":
             from dagster_integration._k8s import ImagegateK8sClient
 
-            k8s = ImagegateK8sClient(gate)
+            k8s = ImagegateK8sClient(gate, **self._k8s_settings(base))
             return k8s.run(context=context, command=self.command, env=self.env, user=self.user, namespace=self.namespace, **source).get_materialize_result()
         from dagster_integration._docker import ImagegateDockerClient
 
         docker = ImagegateDockerClient(gate)
         return docker.run(context=context, command=self.command, env=self.env, user=self.user, **source).get_materialize_result()
+
+    def _k8s_settings(self, base: Path | None) -> dict[str, Any]:
+        """``PipesK8sClient`` arguments: without a kubeconfig or context, dagster-k8s's own default
+        (in-cluster config inside a pod, else ``$KUBECONFIG`` / ``~/.kube/config``)."""
+        settings: dict[str, Any] = {}
+        if self.kubeconfig_file or self.kube_context:
+            kubeconfig = os.path.expanduser(self.kubeconfig_file) if self.kubeconfig_file else None
+            settings.update(load_incluster_config=False, kube_context=self.kube_context,
+                            kubeconfig_file=_relative_to(base, kubeconfig))
+        if self.poll_interval is not None:
+            settings["poll_interval"] = self.poll_interval
+        return settings
+
+
+def _relative_to(base: Path | None, value: str | None) -> str | None:
+    """*value* (a path in defs.yaml) relative to the component's folder, unless absolute."""
+    return str((base / value).resolve()) if value and base and not Path(value).is_absolute() else value

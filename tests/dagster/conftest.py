@@ -12,10 +12,13 @@ its own ``DAGSTER_HOME`` under /tmp.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
+import sys
 import tarfile
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,6 +43,28 @@ def dagster_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         monkeypatch.setenv("DAGSTER_HOME", home)
         Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         yield Path(home)
+
+
+def load_component_defs(tmp_path: Path, attributes: str, component: str = "etl") -> Any:
+    """Write a defs folder with one ``ContainerAssetComponent`` defs.yaml (*attributes*, YAML) and
+    load it as dagster does; returns the ``dg.Definitions``."""
+    import dagster as dg
+
+    package = tmp_path / f"defs_{abs(hash(attributes)) % 10**8}"
+    (package / component).mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / component / "defs.yaml").write_text(
+        "type: dagster_integration.components.ContainerAssetComponent\nattributes:\n"
+        + textwrap.indent(textwrap.dedent(attributes).strip(), "  ")
+        + "\n"
+    )
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module(package.name)
+        return dg.ComponentTree.from_module(defs_module=module, project_root=tmp_path).build_defs()
+    finally:
+        sys.path.remove(str(tmp_path))
 
 
 def push(docker_client: Any, stack: Stack, local: str, repository: str, tag: str) -> str:

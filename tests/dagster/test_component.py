@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from dagster_integration.components import ContainerAssetComponent
+from tests.dagster.conftest import load_component_defs
 
 PINNED = "127.0.0.1:5000/team/etl:1.4.2@sha256:" + "a" * 64
 
@@ -25,24 +25,7 @@ def test_registered_through_the_dg_entry_point():
 
 
 def _load(tmp_path: Path, attributes: str) -> dg.Definitions:
-    """Write a defs folder with one defs.yaml and load it as dagster does."""
-    package = tmp_path / f"defs_{abs(hash(attributes)) % 10**8}"
-    (package / "etl").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "etl" / "defs.yaml").write_text(
-        "type: dagster_integration.components.ContainerAssetComponent\nattributes:\n"
-        + textwrap.indent(textwrap.dedent(attributes).strip(), "  ")
-        + "\n"
-    )
-    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import importlib
-
-        module = importlib.import_module(package.name)
-        return dg.ComponentTree.from_module(defs_module=module, project_root=tmp_path).build_defs()
-    finally:
-        sys.path.remove(str(tmp_path))
+    return load_component_defs(tmp_path, attributes)
 
 
 def test_valid_spec_declares_the_asset_and_its_checks(tmp_path):
@@ -50,13 +33,45 @@ def test_valid_spec_declares_the_asset_and_its_checks(tmp_path):
         asset_key: team/etl
         image: "{PINNED}"
         command: ["/app/job.py"]
-        checks: [image_pinned, image_non_root, dockerfile_lint]
+        checks: [image_pinned, image_non_root]
         group_name: etl
     """)
     graph = defs.resolve_asset_graph()
     key = dg.AssetKey(["team", "etl"])
     assert key in graph.get_all_asset_keys()
-    assert {k.name for k in graph.asset_check_keys if k.asset_key == key} == {"image_pinned", "image_non_root", "dockerfile_lint"}
+    assert {k.name for k in graph.asset_check_keys if k.asset_key == key} == {"image_pinned", "image_non_root"}
+
+
+def test_a_built_image_can_declare_the_lint_check(tmp_path):
+    defs = _load(tmp_path, """
+        asset_key: built
+        job_directory: jobs/etl
+        repository: 127.0.0.1:5000/team/etl
+        checks: [image_pinned, image_non_root, dockerfile_lint]
+    """)
+    key = dg.AssetKey("built")
+    assert {k.name for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key == key} == {
+        "image_pinned", "image_non_root", "dockerfile_lint"}
+
+
+def test_kubernetes_settings_load_with_the_kubernetes_backend(tmp_path):
+    defs = _load(tmp_path, f"""
+        asset_key: on_k8s
+        image: "{PINNED}"
+        backend: kubernetes
+        namespace: etl
+        kubeconfig_file: kube/config
+        kube_context: prod
+        poll_interval: 0.5
+    """)
+    assert dg.AssetKey("on_k8s") in defs.resolve_asset_graph().get_all_asset_keys()
+    spec = ContainerAssetComponent.model_validate(
+        {"asset_key": "k", "image": PINNED, "backend": "kubernetes", "kubeconfig_file": "kube/config", "kube_context": "prod",
+         "poll_interval": 0.5})
+    settings = spec._k8s_settings(tmp_path)
+    assert settings == {"load_incluster_config": False, "kube_context": "prod",
+                        "kubeconfig_file": str(tmp_path / "kube" / "config"), "poll_interval": 0.5}
+    assert ContainerAssetComponent.model_validate({"asset_key": "k", "image": PINNED, "backend": "kubernetes"})._k8s_settings(tmp_path) == {}
 
 
 @pytest.mark.parametrize(
@@ -71,6 +86,14 @@ def test_valid_spec_declares_the_asset_and_its_checks(tmp_path):
         (f'asset_key: etl\nimage: "{PINNED}"\nchecks: [image_signed]', "checks"),
         (f'asset_key: etl\nimage: "{PINNED}"\ncheck_modes: {{non-root: later}}', "check_modes"),
         ("asset_key: etl\njob_directory: jobs/etl", "repository"),
+        # dockerfile_lint where nothing is built could never run: refused, never reported as passed
+        (f'asset_key: etl\nimage: "{PINNED}"\nchecks: [image_pinned, dockerfile_lint]', "checks: dockerfile_lint needs job_directory; with image"),
+        ("asset_key: etl\nlock_name: etl\nchecks: [dockerfile_lint]", "checks: dockerfile_lint needs job_directory; with lock_name"),
+        ("asset_key: etl\njob_directory: jobs/etl\nrepository: r.example.com/etl\nchecks: [dockerfile_lint]\n"
+         "check_modes: {lint: 'off'}", "dockerfile_lint cannot run with check_modes {lint: off}"),
+        (f'asset_key: etl\nimage: "{PINNED}"\nnamespace: etl', "namespace: only for backend: kubernetes"),
+        (f'asset_key: etl\nimage: "{PINNED}"\nkube_context: prod\npoll_interval: 1', "kube_context, poll_interval: only for backend: kubernetes"),
+        (f'asset_key: etl\nimage: "{PINNED}"\nbackend: kubernetes\npoll_interval: 0', "poll_interval: 0.0 is not a positive"),
     ],
 )
 def test_bad_spec_fails_when_definitions_load(tmp_path, attributes, expected):

@@ -12,17 +12,25 @@ import dagster as dg
 import imagegate
 import pytest
 
-from dagster_integration import ImagegateDockerClient, ImagegateResource, ImageRefused, image_check_specs, wait_for_removals
+from dagster_integration import (
+    ImagegateDagsterError,
+    ImagegateDockerClient,
+    ImagegateResource,
+    ImageRefused,
+    image_check_specs,
+    wait_for_removals,
+)
 from dagster_integration._docker import PINNED_LABEL, RUN_LABEL
 from tests.dagster.conftest import engine_containers, unique
 
 pytestmark = pytest.mark.integration
 
 ALL_CHECKS = ["image_pinned", "image_non_root", "dockerfile_lint"]
+IMAGE_CHECKS = ["image_pinned", "image_non_root"]  # an image given by reference is not built: nothing to lint
 
 
-def _asset(name: str, **run_kwargs: Any) -> dg.AssetsDefinition:
-    @dg.asset(name=name, check_specs=image_check_specs(name, ALL_CHECKS))
+def _asset(name: str, checks: list[str] = IMAGE_CHECKS, **run_kwargs: Any) -> dg.AssetsDefinition:
+    @dg.asset(name=name, check_specs=image_check_specs(name, checks))
     def _a(context: dg.AssetExecutionContext, docker_pipes: ImagegateDockerClient) -> dg.MaterializeResult:
         return docker_pipes.run(context=context, **run_kwargs).get_materialize_result()
 
@@ -73,9 +81,9 @@ def test_materialize_launches_the_digest_hardened_and_records_everything(dagster
         assert '"words": 71' in metadata["imagegate/output"].value  # plain stdout, no dagster-pipes in the image
 
         checks = _checks(instance, result)
-        assert {name: c.passed for name, c in checks.items()} == {name: True for name in ALL_CHECKS}
+        assert {name: c.passed for name, c in checks.items()} == {name: True for name in IMAGE_CHECKS}
         assert checks["image_pinned"].metadata["pinned"].value == pinned
-        assert _instance_checks(instance, "wordcount") == {name: True for name in ALL_CHECKS}
+        assert _instance_checks(instance, "wordcount") == {name: True for name in IMAGE_CHECKS}
 
     (container,) = [c for c in docker_client.containers.list(all=True, filters={"label": f"{PINNED_LABEL}={pinned}"})]
     try:
@@ -106,10 +114,10 @@ def test_refused_image_fails_with_the_report_and_creates_no_container(dagster_ho
         assert not result.asset_materializations_for_node("rooty")
 
         checks = _checks(instance, result)
-        assert {n: c.passed for n, c in checks.items()} == {"image_pinned": False, "image_non_root": False, "dockerfile_lint": True}
+        assert {n: c.passed for n, c in checks.items()} == {"image_pinned": False, "image_non_root": False}
         assert checks["image_non_root"].severity == dg.AssetCheckSeverity.ERROR
         assert "USER" in checks["image_non_root"].metadata["fix"].value
-        assert _instance_checks(instance, "rooty") == {"image_pinned": False, "image_non_root": False, "dockerfile_lint": True}
+        assert _instance_checks(instance, "rooty") == {"image_pinned": False, "image_non_root": False}
 
     # the engine is the oracle: no container was created from that image, none at all meanwhile
     assert {c.id for c in docker_client.containers.list(all=True)} == before
@@ -165,7 +173,7 @@ def test_failing_job_still_records_the_checks_and_removes_the_container(dagster_
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error
     assert "DagsterPipesError" in error.to_string() and "non-zero status code" in error.to_string()
-    assert {n: c.passed for n, c in _checks(instance, result).items()} == {name: True for name in ALL_CHECKS}
+    assert {n: c.passed for n, c in _checks(instance, result).items()} == {name: True for name in IMAGE_CHECKS}
     wait_for_removals()
     assert not docker_client.containers.list(all=True, filters={"label": [RUN_LABEL, "imagegate.dev/orchestrator=dagster"]})
 
@@ -201,7 +209,7 @@ def test_job_directory_is_built_linted_checked_and_launched(dagster_home, stack,
 
     repository = f"{stack.registry}/dagster/{unique('built')}"
     gate = ImagegateResource(repository=repository, build_args={"BASE": stack.env["IMAGEGATE_PYTHON_IMAGE_DIGEST"]})
-    asset = _asset("wordcount_built", job_directory=str(WORDCOUNT), command=["/app/job.py"])
+    asset = _asset("wordcount_built", ALL_CHECKS, job_directory=str(WORDCOUNT), command=["/app/job.py"])
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([asset], resources={"docker_pipes": ImagegateDockerClient(gate)}, instance=instance)
     metadata = result.asset_materializations_for_node("wordcount_built")[0].metadata
@@ -227,7 +235,7 @@ def test_lint_errors_refuse_the_build_and_launch_nothing(dagster_home, stack, do
     )
     (job / ".dockerignore").write_text(".git\n")
     repository = f"{stack.registry}/dagster/{unique('lintfail')}"
-    asset = _asset("lint_refused", job_directory=str(job))
+    asset = _asset("lint_refused", ALL_CHECKS, job_directory=str(job))
     since = int(time.time()) - 1
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
@@ -247,3 +255,75 @@ def test_lint_errors_refuse_the_build_and_launch_nothing(dagster_home, stack, do
     assert httpx.get(f"http://{stack.registry}/v2/{repository.split('/', 1)[1]}/tags/list").status_code == 404
     events = docker_client.events(since=since, until=int(time.time()) + 1, filters={"type": "container", "event": "create"}, decode=True)
     assert [e for e in events if repository in (e.get("Actor", {}).get("Attributes", {}).get("image") or "")] == []
+
+
+def _check_statuses(instance: dg.DagsterInstance, key: str) -> dict[str, str]:
+    """check name -> the latest execution's stored status (what the UI shows), for every declared check."""
+    stored = {}
+    for name in ALL_CHECKS:
+        history = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey(key), name), limit=1)
+        if history:
+            stored[name] = history[0].status.value
+    return stored
+
+
+@pytest.mark.parametrize("source", ["image", "lock_name"])
+def test_dockerfile_lint_where_nothing_is_built_is_refused_never_passed(dagster_home, wordcount_image, tmp_path, docker_client, source):
+    """``dockerfile_lint`` declared on an image given by reference: nothing would be linted, so the step
+    is refused with a settings error naming the check and the fix — before anything is resolved or created
+    — and the check is never recorded as passed."""
+    lock = imagegate.LockFile(tmp_path / "imagegate.lock.json")
+    lock.set("wordcount", imagegate.resolve(wordcount_image))
+    lock.save()
+    name = f"unlinted_{source}"
+    run_kwargs = {"image": wordcount_image} if source == "image" else {"lock_name": "wordcount"}
+    asset = _asset(name, ALL_CHECKS, command=["/app/job.py"], **run_kwargs)
+    since = int(time.time()) - 1
+    instance = dg.DagsterInstance.ephemeral()
+    client = ImagegateDockerClient(ImagegateResource(lock_file=str(lock.path)))
+    result = dg.materialize([asset], resources={"docker_pipes": client}, instance=instance, raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    error = failure.event_specific_data.error.cause  # dagster wraps an exception that is not a dg.Failure
+    assert error.cls_name == "ImagegateDagsterError"
+    assert error.message.split(": ", 1)[1].startswith("dockerfile_lint: ")  # the setting to fix
+    assert f"given by {source}=" in error.message and "Remove 'dockerfile_lint'" in error.message
+    assert "job_directory=" in error.message  # ... or build the image where the check is declared
+    assert _checks(instance, result) == {}  # no check evaluated at all: none reads "passed"
+    assert "SUCCEEDED" not in _check_statuses(instance, name).values()
+    assert not result.asset_materializations_for_node(name)
+    repository = wordcount_image.rsplit(":", 1)[0]
+    events = docker_client.events(since=since, until=int(time.time()) + 1, filters={"type": "container", "event": "create"}, decode=True)
+    assert [e for e in events if (e.get("Actor", {}).get("Attributes", {}).get("image") or "").startswith(repository)] == []
+
+
+def test_dockerfile_lint_refusal_comes_before_the_registry_is_asked(dagster_home):
+    """The refusal is decided from the asset's declaration and arguments alone: an image on a registry
+    that does not exist gives the settings error, not a connection error."""
+    asset = _asset("unlinted_unreachable", ALL_CHECKS, image="127.0.0.1:9/nowhere/job:1.0.0")
+    with pytest.raises(ImagegateDagsterError, match=r"^dockerfile_lint: asset 'unlinted_unreachable' declares"):
+        dg.materialize([asset], resources={"docker_pipes": ImagegateDockerClient()})
+
+
+def test_dockerfile_lint_with_the_lint_turned_off_is_refused_before_building(dagster_home, stack):
+    from tests.dagster.conftest import WORDCOUNT
+
+    repository = f"{stack.registry}/dagster/{unique('lintoff')}"
+    gate = ImagegateResource(repository=repository, check_modes={"lint": "off"},
+                             build_args={"BASE": stack.env["IMAGEGATE_PYTHON_IMAGE_DIGEST"]})
+    asset = _asset("lint_off", ALL_CHECKS, job_directory=str(WORDCOUNT))
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([asset], resources={"docker_pipes": ImagegateDockerClient(gate)}, instance=instance, raise_on_error=False)
+    (failure,) = result.get_step_failure_events()
+    assert failure.event_specific_data.error.cause.cls_name == "ImagegateDagsterError"
+    assert 'checks.lint = "off"' in failure.event_specific_data.error.cause.message
+    assert _checks(instance, result) == {}
+
+    import httpx
+
+    assert httpx.get(f"http://{stack.registry}/v2/{repository.split('/', 1)[1]}/tags/list").status_code == 404  # nothing built
+    # without the check declared, the same settings build and launch (the lint is simply off)
+    asset = _asset("lint_off_undeclared", IMAGE_CHECKS, job_directory=str(WORDCOUNT), command=["/app/job.py"])
+    result = dg.materialize([asset], resources={"docker_pipes": ImagegateDockerClient(gate)}, instance=instance)
+    metadata = result.asset_materializations_for_node("lint_off_undeclared")[0].metadata
+    assert "imagegate/lint" not in metadata and metadata["imagegate/build"].value["lint"] is None

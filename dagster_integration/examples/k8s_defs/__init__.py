@@ -1,0 +1,1 @@
+"""The example's Kubernetes component folder (loaded where ``IMAGEGATE_K8S_NAMESPACE`` is set)."""
