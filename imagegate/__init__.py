@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     )
     from imagegate._hardening import HardeningError, docker_violations, harden_docker, harden_pod, restricted_violations
     from imagegate._registry import Descriptor, RegistryClient
+    from imagegate._run import RunError, RunResult, run_container
+    from imagegate._runspec import Bind, DockerLaunch, RunOptionError, RunSpec, docker_launch
     from imagegate.build._builder import BuildResult, build_image
     from imagegate.build._lint import LintFailed, LintFinding, LintReport, lint_dockerfile
     from imagegate.build._lockfile import LOCK_FILE, LockEntry, LockFile, LockFileError, find_lock_file
@@ -82,6 +84,14 @@ _LAZY = {
     "restricted_violations": "imagegate._hardening",
     "RegistryClient": "imagegate._registry",
     "Descriptor": "imagegate._registry",
+    "RunError": "imagegate._run",
+    "RunResult": "imagegate._run",
+    "run_container": "imagegate._run",
+    "Bind": "imagegate._runspec",
+    "DockerLaunch": "imagegate._runspec",
+    "RunOptionError": "imagegate._runspec",
+    "RunSpec": "imagegate._runspec",
+    "docker_launch": "imagegate._runspec",
     "BuildResult": "imagegate.build",
     "build_image": "imagegate.build",
     "LintFailed": "imagegate.build",
@@ -102,6 +112,7 @@ __all__ = [
     "LOCK_FILE",
     "AuthenticationError",
     "Backend",
+    "Bind",
     "BuildError",
     "BuildOptions",
     "BuildResult",
@@ -114,6 +125,7 @@ __all__ = [
     "Descriptor",
     "DigestMismatch",
     "DockerConfig",
+    "DockerLaunch",
     "DockerfileError",
     "Finding",
     "HardeningError",
@@ -145,6 +157,10 @@ __all__ = [
     "RegistryError",
     "RegistryUnreachable",
     "Report",
+    "RunError",
+    "RunOptionError",
+    "RunResult",
+    "RunSpec",
     "SourceError",
     "Status",
     "TagClass",
@@ -156,6 +172,7 @@ __all__ = [
     "check",
     "check_offline",
     "container_labels",
+    "docker_launch",
     "docker_violations",
     "enforce",
     "evaluate",
@@ -175,6 +192,7 @@ __all__ = [
     "pod_user",
     "resolve",
     "restricted_violations",
+    "run_container",
     "shared_client",
     "verify_pod_images",
 ]

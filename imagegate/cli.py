@@ -1,10 +1,11 @@
-"""The ``imagegate`` command line: ``resolve``, ``check``, ``build`` and ``lint``.
+"""The ``imagegate`` command line: ``resolve``, ``check``, ``build``, ``lint`` and ``run``.
 
 The contract, in every outcome:
 
 - exit status **0** passed (warnings allowed), **1** a check (or lint under enforce) refused it,
   **2** anything else: usage, reference, policy, registry, an interrupt, or an unexpected error;
-  never any other status;
+  never any other status — except ``run`` once its container ran: then the container's exit
+  status, and 128+N when signal N (Ctrl-C: 130, SIGTERM: 143) stopped the run, as a shell reports;
 - with ``--json``, exactly one JSON object on stdout — the answer, or ``{"error": {"type",
   "message", …}}`` — including for usage errors and unexpected ones;
 - messages for people on stderr; no traceback unless ``--debug``.
@@ -13,12 +14,18 @@ The contract, in every outcome:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
+import signal
 import sys
+import threading
 import traceback
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence
 
 from imagegate import __version__
 from imagegate._api import check, resolve
@@ -74,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         help="policy file (imagegate.toml or pyproject.toml); default: the nearest one from the current directory",
     )
     _build_parsers(commands)
+    _run_parser(commands)
     return parser
 
 
@@ -206,10 +214,11 @@ def _client(insecure: Sequence[str], ca_file: str | None, timeout: float | None)
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    wants_json = "--json" in argv
-    debug = "--debug" in argv
+    head, command = split_command(argv)
+    wants_json = "--json" in head
+    debug = "--debug" in head
     try:
-        args = _parser().parse_args(argv)
+        args = _parse(head, command)
         return _COMMANDS[args.command](args)
     except ImagegateError as exc:
         return _fail(exc, wants_json, debug)
@@ -257,7 +266,310 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK if report.passed else EXIT_FAILED
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"resolve": _resolve, "check": _check, "build": _build, "lint": _lint}
+def _parse(head: Sequence[str], command: list[str] | None) -> argparse.Namespace:
+    try:
+        args = _parser().parse_args(head)
+    except UsageError as exc:
+        if _subcommand(head) == "run" and "unrecognized arguments" in str(exc):
+            raise UsageError(f"{exc}; a command for the container goes after --: imagegate run REF -- CMD ARG…") from None
+        raise
+    args.container_command = command
+    return args
+
+
+# -- run ---------------------------------------------------------------------------------------------
+
+
+def _run_parser(commands: Any) -> None:
+    run = commands.add_parser(
+        "run",
+        help="check and run an image locally on Docker, as a task would launch it; exit with its status",
+        description="Resolve (or build) the image, check it under the policy, and run exactly that digest on the "
+        "local Docker Engine with imagegate's hardening; the container's stdout and stderr stream here and its exit "
+        "status is the command's. A refused image creates nothing (exit 1).",
+    )
+    source = run.add_argument_group("image source (exactly one)")
+    source.add_argument("reference", metavar="REF", nargs="?", help="image reference (tag or digest)")
+    source.add_argument("--lock-name", metavar="NAME", help="the image named NAME in the lock file")
+    source.add_argument("--lock-file", metavar="FILE", help="lock file for --lock-name (default $IMAGEGATE_LOCK_FILE, "
+                        "else the nearest imagegate.lock.json from the current directory)")
+    source.add_argument("--job-dir", metavar="DIR", help="build this job directory (Dockerfile + code) first, as the doors do")
+    build = run.add_argument_group("building --job-dir")
+    build.add_argument("--repository", metavar="REPO", help="where --job-dir is pushed, e.g. registry.example.com/team/etl")
+    build.add_argument("-f", "--file", metavar="DOCKERFILE", help="Dockerfile (relative to the current directory; default DIR/Dockerfile)")
+    build.add_argument("--target", metavar="STAGE", help="build this stage of a multi-stage Dockerfile")
+    build.add_argument("--build-arg", action="append", default=[], metavar="K=V", help="a build argument; repeatable")
+    build.add_argument("--tag-policy", choices=["content", "git", "both"], default=None, help="how the tag is made (default content)")
+    gate = run.add_argument_group("the gate")
+    gate.add_argument("--policy", metavar="FILE", help="policy file; default: the nearest one from the current directory")
+    gate.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]", help="allow plain http for this registry; repeatable")
+    gate.add_argument("--ca-file", metavar="PEM", help="extra CA certificates to trust for registry TLS")
+    _timeout_option(gate)
+    box = run.add_argument_group("the container (docker run's options)")
+    box.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set a variable (bare KEY: copied from here); repeatable")
+    box.add_argument("--env-file", action="append", default=[], metavar="FILE", help="read KEY=VALUE lines (before -e); repeatable")
+    box.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]", help="bind-mount a host path; repeatable")
+    box.add_argument("--mount", action="append", default=[], metavar="type=bind,source=…,target=…[,readonly]", help="bind-mount, --mount syntax; repeatable")
+    box.add_argument("-u", "--user", metavar="USER[:GROUP]", help="run as this user instead of the image's USER (checked, too)")
+    box.add_argument("--entrypoint", metavar="EXECUTABLE", help="replace the image's ENTRYPOINT (\"\" clears it)")
+    box.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container (absolute)")
+    box.add_argument("--network", metavar="NETWORK", help="network to connect to (e.g. host, none, a user network)")
+    box.add_argument("--name", metavar="NAME", help="container name")
+    box.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE", help="an extra container label; repeatable")
+    box.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a capability back (only if the policy's allowed-capabilities lists it)")
+    box.add_argument("--security-opt", action="append", default=[], metavar="OPT", help="an extra security option (none that weakens the confinement)")
+    box.add_argument("--privileged", action="store_true", help="refused: it undoes every other protection")
+    box.add_argument("--read-only", action="store_true", help="mount the container's root filesystem read-only")
+    removal = box.add_mutually_exclusive_group()
+    removal.add_argument("--rm", dest="keep", action="store_false", default=False, help="remove the container after it exits (the default)")
+    removal.add_argument("--keep", dest="keep", action="store_true", help="keep the container after it exits (docker inspect / logs it)")
+    box.add_argument("--stop-timeout", type=int, default=10, metavar="SECONDS", help="on Ctrl-C/SIGTERM: seconds between SIGTERM and SIGKILL to the container (default 10)")
+    out = run.add_argument_group("output")
+    out.add_argument("--dry-run", action="store_true", help="check and print what would run; create nothing")
+    out.add_argument("--json", action="store_true", help="print one JSON object at the end; the container's output then goes to stderr")
+    out.add_argument("-q", "--quiet", action="store_true", help="no report or pull/build progress on stderr")
+
+
+def _subcommand(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """``imagegate … run [OPTIONS] [REF] -- CMD…`` -> (everything before ``--``, the container's command).
+
+    Only for ``run``: the first ``--`` after it ends imagegate's options, so nothing of the
+    container's command (``--json`` included) is ever read as one. No ``--``: ``None`` (the image's CMD).
+    """
+    argv = list(argv)
+    if _subcommand(argv) != "run" or "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A parsed ``imagegate run``: the image source, the container spec, and the command's own options."""
+
+    source: Any  # ImageSource
+    spec: Any  # RunSpec
+    options: argparse.Namespace
+
+    @property
+    def task(self) -> str:
+        """The ``imagegate.dev/task`` label: the source as the user named it."""
+        source = self.source
+        if source.lock_name:
+            return f"lock:{source.lock_name}"
+        if source.job_dir:
+            return f"job:{source.job_dir}"
+        return str(source.image)
+
+
+def parse_run(argv: Sequence[str], *, environ: Mapping[str, str] | None = None,
+              cwd: str | os.PathLike[str] | None = None) -> RunRequest:
+    """``imagegate run``'s arguments (those after ``run``) as a :class:`RunRequest`; nothing is asked of a registry.
+
+    Raises:
+        UsageError: options that do not go together, or not exactly one image source.
+        RunOptionError: a ``-e``/``--env-file``/``-v``/``--mount``/``--label`` value that cannot be used.
+    """
+    head, command = split_command(["run", *argv])
+    return _run_request(_parse(head, command), environ=environ, cwd=cwd)
+
+
+def _run_request(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None,
+                 cwd: str | os.PathLike[str] | None = None) -> RunRequest:
+    from imagegate._gate import BuildOptions, ImageSource
+    from imagegate._runspec import Bind, RunSpec, parse_env, parse_labels
+
+    given = [flag for flag, value in (("REF", args.reference), ("--lock-name", args.lock_name), ("--job-dir", args.job_dir)) if value]
+    if len(given) != 1:
+        raise UsageError(
+            f"name exactly one image: REF, --lock-name NAME or --job-dir DIR (got {', '.join(given) or 'none'}); "
+            "e.g. imagegate run registry.example.com/team/etl:1.4.2"
+        )
+    build_flags = [flag for flag, value in (("--repository", args.repository), ("-f", args.file), ("--target", args.target),
+                                            ("--build-arg", args.build_arg), ("--tag-policy", args.tag_policy)) if value]
+    if build_flags and not args.job_dir:
+        raise UsageError(f"{', '.join(build_flags)} only go with --job-dir")
+    if args.job_dir and not args.repository:
+        raise UsageError(f"--job-dir {args.job_dir} needs --repository REPO (where the image is pushed), e.g. registry.example.com/jobs/etl")
+    if args.lock_file and not args.lock_name:
+        raise UsageError("--lock-file goes with --lock-name")
+    if args.container_command is not None and not args.container_command:
+        raise UsageError("nothing after --: give the container's command (imagegate run REF -- CMD ARG…), or leave -- out to run the image's CMD")
+    base = Path(cwd) if cwd else Path.cwd()
+    source = ImageSource(
+        image=args.reference.strip() if args.reference else None,
+        lock_name=args.lock_name,
+        job_dir=args.job_dir,
+        lock_file=args.lock_file,
+        repository=args.repository,
+        build=BuildOptions(
+            dockerfile=str((base / args.file).resolve()) if args.file else None,
+            build_args=_build_args(args.build_arg),
+            target=args.target,
+            tag_policy=args.tag_policy or "content",
+        ),
+        start=base,
+    )
+    binds = tuple(Bind.parse_volume(v, cwd=base) for v in args.volume) + tuple(Bind.parse_mount(m, cwd=base) for m in args.mount)
+    spec = RunSpec(
+        command=tuple(args.container_command) if args.container_command is not None else None,
+        entrypoint=args.entrypoint,
+        env=parse_env(args.env, files=[base / f for f in args.env_file], environ=environ),
+        binds=binds,
+        user=args.user if args.user else None,
+        workdir=args.workdir,
+        network=args.network,
+        name=args.name,
+        labels=parse_labels(args.label),
+        cap_add=tuple(args.cap_add),
+        security_opt=tuple(args.security_opt),
+        privileged=args.privileged,
+        read_only=args.read_only,
+        remove=not args.keep,
+        stop_timeout=args.stop_timeout,
+    )
+    return RunRequest(source, spec, args)
+
+
+class Signalled(BaseException):
+    """A signal (SIGINT, SIGTERM, SIGHUP) arrived during ``run``: like KeyboardInterrupt, not an error."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While running, SIGINT/SIGTERM/SIGHUP raise :class:`Signalled` (so the container is stopped and
+    removed on the way out); a signal the shell set to be ignored stays ignored."""
+    previous: dict[int, Any] = {}
+
+    def raise_signalled(signum: int, frame: Any) -> None:
+        raise Signalled(signum)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+        current = signal.getsignal(signum)
+        if current is not signal.SIG_IGN:
+            previous[signum] = current
+            signal.signal(signum, raise_signalled)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler set outside Python, which cannot be put back
+                signal.signal(signum, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from imagegate._errors import CheckFailed
+    from imagegate._gate import plan_launch
+    from imagegate._run import run_container
+    from imagegate._runspec import docker_launch
+
+    request = _run_request(args)
+    policy = Policy.load(args.policy) if args.policy else Policy.discover()
+    request.spec.validate(policy)  # a weakening option is refused before the registry is asked anything
+    say = (lambda line: None) if args.quiet else _printer()
+    state: dict[str, Any] = {"plan": None, "launch": None, "container": None}
+    try:
+        with _signals_raise():
+            try:
+                with _client(merge_insecure(policy, args.insecure_registry), args.ca_file, args.timeout) as client:
+                    plan = plan_launch(request.source, backend="docker", user=request.spec.user, policy=policy,
+                                       client=client, progress=say)
+            except CheckFailed as exc:
+                return _run_refused(exc, args)
+            launch_id = uuid.uuid4().hex
+            launch = docker_launch(plan, request.spec, policy, launch_id=launch_id, task=request.task)
+            state.update(plan=plan, launch=launch)
+            if args.dry_run:
+                return _run_dry(plan, launch, args)
+            if not args.quiet and not args.json:
+                say(plan.report.render_text())
+            sys.stdout.flush()
+            sys.stderr.flush()
+            result = run_container(
+                plan, request.spec, policy=policy,
+                stdout=sys.stderr.buffer if args.json else sys.stdout.buffer, stderr=sys.stderr.buffer,
+                progress=say, launch_id=launch_id, task=request.task,
+                on_created=lambda container: state.update(container=container),
+            )
+    except Signalled as exc:
+        container = state["container"]
+        what = f"; container {container[:12]} {'stopped' if args.keep else 'stopped and removed'}" if container else "; nothing was left running"
+        print(f"imagegate: interrupted by {signal.Signals(exc.signum).name}{what}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(_run_record(state["plan"], state["launch"], container={"id": container, "removed": not args.keep} if container else None,
+                                         signal_name=signal.Signals(exc.signum).name), indent=2))
+        return 128 + exc.signum
+    if args.json:
+        print(json.dumps(_run_record(plan, launch, container=result.to_dict(), exit_code=result.exit_code), indent=2))
+    elif not result.removed:
+        say(f"imagegate: kept container {result.container_id[:12]} (exit status {result.exit_code})")
+    return result.exit_code
+
+
+def _run_record(plan: Any, launch: Any, *, report: Any = None, container: Mapping[str, Any] | None = None,
+                exit_code: int | None = None, signal_name: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """The one JSON object of ``run --json``: the gate's answer, what ran, how it ended."""
+    # passed: the gate's answer (None when interrupted before it answered)
+    record: dict[str, Any] = {"passed": True if plan is not None else (False if report is not None else None)}
+    if plan is not None:
+        record.update(plan.to_dict())
+    else:
+        record.update({"pinned": report.pinned if report else None, "launch": None,
+                       "report": report.to_dict() if report else None})
+    record.update({
+        "dry_run": dry_run,
+        "run": launch.describe() if launch is not None else None,
+        "container": dict(container) if container else None,
+        "exit_code": exit_code,
+        "signal": signal_name,
+    })
+    return record
+
+
+def _run_refused(exc: Any, args: argparse.Namespace) -> int:
+    if args.json:
+        record = _run_record(None, None, report=exc.report)
+        if exc.lint is not None:
+            record["lint"] = exc.lint.to_dict()
+        print(json.dumps(record, indent=2))
+    else:
+        print(exc.report.render_text(), file=sys.stderr)
+    print(f"imagegate: refused {exc.report.reference} ({', '.join(r.check for r in exc.report.failures) or 'not pinned'}); "
+          "nothing was created", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _run_dry(plan: Any, launch: Any, args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(_run_record(plan, launch, dry_run=True), indent=2))
+        return EXIT_OK
+    print(plan.report.render_text())
+    print("would run (dry run: nothing was created):")
+    described = launch.describe()
+    described["remove"] = not args.keep
+    for key, value in described.items():
+        note = "  (names only; values not shown)" if key == "env" else ""
+        print(f"  {key:<12} {value if isinstance(value, str) else json.dumps(value)}{note}")
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "resolve": _resolve, "check": _check, "build": _build, "lint": _lint, "run": _run,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

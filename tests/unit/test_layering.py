@@ -38,7 +38,12 @@ ALLOWED: dict[str, set[str]] = {
         "_api", "_checks", "_errors", "_hardening", "_policy", "_reference", "_registry", "_report",
         "build._builder", "build._lint", "build._lockfile",
     },
-    "cli": {"imagegate", "_api", "_errors", "_policy", "_registry", "build._builder", "build._context", "build._lint"},
+    "_runspec": {"_errors", "_gate", "_hardening", "_policy"},
+    "_run": {"_errors", "_gate", "_hardening", "_policy", "_runspec", "docker"},
+    "cli": {
+        "imagegate", "_api", "_errors", "_gate", "_policy", "_registry", "_run", "_runspec",
+        "build._builder", "build._context", "build._lint",
+    },
     "build": set(),
     "build._lockfile": {"_errors", "_reference"},
     "build._files": {"_errors"},
