@@ -142,14 +142,23 @@ def dag_folder(operator: Any) -> Path:
 
 
 def load_policy(policy: Policy | str | os.PathLike[str] | None, start: Path) -> Policy:
-    """A Policy object as given, a policy file path, or the nearest policy from *start* upwards."""
+    """A Policy object as given, a policy file path (relative to the DAG folder), else the deployment's
+    ``[imagegate] policy``, else the nearest policy from *start* upwards."""
     core = _core()
     if isinstance(policy, core.Policy):
         return policy
     if policy:
         path = Path(policy)
         return core.Policy.load(path if path.is_absolute() else start / path)
-    return core.Policy.discover(start)
+    configured = configured_policy()
+    return core.Policy.load(configured) if configured else core.Policy.discover(start)
+
+
+def configured_policy() -> str | None:
+    """``[imagegate] policy`` (``AIRFLOW__IMAGEGATE__POLICY``): one policy file for every task of the deployment."""
+    from airflow.configuration import conf
+
+    return conf.get("imagegate", "policy", fallback=None) or None
 
 
 def configured_lock_file(lock_file: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:

@@ -92,10 +92,10 @@ def _policy(start: Path | None, current: str) -> Any:
     """The policy for a task (``[imagegate] policy``, else the nearest from its DAG file); in ``warn``
     mode every check is set to warn, so the one gate logs instead of refusing."""
     import imagegate
-    from airflow.configuration import conf
 
-    configured = conf.get("imagegate", "policy", fallback=None)
-    policy = imagegate.Policy.load(configured) if configured else imagegate.Policy.discover(start or Path.cwd())
+    from airflow_plugin import _gate
+
+    policy = _gate.load_policy(None, start or Path.cwd())
     if current == "warn":
         policy = policy.with_modes(**{check.replace("-", "_"): "warn" for check in policy.checks
                                       if policy.mode(check) is imagegate.Mode.ENFORCE})

@@ -54,8 +54,9 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "off",
                     },
                     "policy": {
-                        "description": "The imagegate policy file for every task (imagegate.toml or pyproject.toml); "
-                        "default: the nearest one from each DAG file's folder.",
+                        "description": "The imagegate policy file for every task that names none with policy= "
+                        "(imagegate.toml or pyproject.toml), and for the cluster policy; default: the nearest "
+                        "one from each DAG file's folder.",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "/opt/airflow/imagegate.toml",
@@ -70,8 +71,9 @@ def get_provider_info() -> dict[str, Any]:
                         "default": None,
                     },
                     "backend": {
-                        "description": "Default backend of ContainerTask when IMAGEGATE_BACKEND and the "
-                        "imagegate_backend Variable are unset: docker or kubernetes.",
+                        "description": "Default backend of ContainerTask when neither backend= nor "
+                        "IMAGEGATE_BACKEND is given: docker, kubernetes, or variable:NAME to read it from the "
+                        "Airflow Variable NAME when a task runs or a DAG is parsed (a metadata-DB query per parse).",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "kubernetes",

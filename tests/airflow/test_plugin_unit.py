@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,45 @@ def test_plugin_registers_macros_and_link() -> None:
     assert plugin.ImagegatePlugin.name == "imagegate"
     assert {m.__name__ for m in plugin.ImagegatePlugin.macros} == {"pinned", "digest"}
     assert [link.name for link in plugin.ImagegatePlugin.operator_extra_links] == ["Launched image"]
+
+
+def _configuration_reads() -> set[str]:
+    """Every ``conf.get*("imagegate", KEY, ...)`` in the package's source."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    keys: set[str] = set()
+    for folder in ("airflow_plugin", "dagster_integration", "imagegate"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("get")
+                        and len(node.args) >= 2 and all(isinstance(a, ast.Constant) for a in node.args[:2])
+                        and node.args[0].value == "imagegate"):
+                    keys.add(node.args[1].value)
+    return keys
+
+
+def test_every_option_the_code_reads_is_declared_with_a_description() -> None:
+    read = _configuration_reads()
+    assert {"backend", "cluster_policy", "lock_file", "policy"} <= read  # the scan finds the known ones
+    options = provider.get_provider_info()["config"]["imagegate"]["options"]
+    assert read <= set(options), f"read but not declared: {sorted(read - set(options))}"
+    for name, option in options.items():
+        assert len(option["description"]) > 40, name
+
+
+def test_the_deployment_policy_applies_to_tasks_that_name_none(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_plugin import _gate
+
+    deployment = tmp_path / "deployment.toml"
+    deployment.write_text('allowed-registries = ["registry.example.com"]\n')
+    near = tmp_path / "dags"
+    near.mkdir()
+    (near / "imagegate.toml").write_text('allowed-registries = ["elsewhere.example.com"]\n')
+    assert _gate.load_policy(None, near).allowed_registries == ("elsewhere.example.com",)
+    monkeypatch.setenv("AIRFLOW__IMAGEGATE__POLICY", str(deployment))
+    assert _gate.load_policy(None, near).allowed_registries == ("registry.example.com",)
+    own = tmp_path / "own.toml"
+    own.write_text('allowed-registries = ["own.example.com"]\n')
+    assert _gate.load_policy(str(own), near).allowed_registries == ("own.example.com",)  # a task's own wins
