@@ -1,13 +1,17 @@
-"""Build the wordcount job, run exactly the built digest, keep its result.
+"""Build the wordcount job, run exactly the built digest, keep its result: one DAG, two backends.
 
     prepare -> build -> count -> save
 
-``count`` is a ContainerTask: on Docker (the default; ``airflow dags test
-imagegate_wordcount``) it bind-mounts the input directory read-only; with
-``IMAGEGATE_BACKEND=kubernetes`` the same task becomes a pod that mounts the
-``wordcount-data`` PersistentVolumeClaim instead. Building needs a Docker Engine
-where the build task runs; on Kubernetes, CI usually builds and the DAG reads
-the lock file (see wordcount_kubernetes.py).
+``count`` is a ContainerTask. On Docker (the default; ``airflow dags test imagegate_wordcount``) it
+bind-mounts the input directory read-only. With ``IMAGEGATE_BACKEND=kubernetes`` (or ``[imagegate]
+backend = kubernetes``) the same task becomes a pod that mounts the ``wordcount-data``
+PersistentVolumeClaim instead, in the namespace and cluster of the ``kubernetes_default`` connection;
+nothing else in the DAG changes. Building needs a Docker Engine where the build task runs; on
+Kubernetes, CI usually builds and the DAG reads the lock file (see wordcount_from_lock.py).
+
+XCom shapes differ between the backends' operators, and ``save`` takes either: DockerOperator
+pushes the container's last output line (a string), KubernetesPodOperator pushes
+``/airflow/xcom/return.json`` parsed (a dict). The downstream result is the same.
 """
 
 from __future__ import annotations
@@ -61,19 +65,21 @@ def wordcount() -> None:
             "auto_remove": "success",
         },
         kubernetes_options={
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "wordcount-data"}}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": settings.DATA_CLAIM}}],
             "volume_mounts": [{"name": "data", "mountPath": "/data", "readOnly": True}],
-            # a pod's XCom is /airflow/xcom/return.json, not stdout
+            # A pod's XCom is /airflow/xcom/return.json, not its output. `&&`, not a pipe into tee:
+            # sh has no pipefail, so a pipe would hide the job's exit status.
             "cmds": ["sh", "-c"],
-            "arguments": ["python3 /app/job.py /data/input.txt | tee /airflow/xcom/return.json"],
+            "arguments": ["python3 /app/job.py /data/input.txt > /airflow/xcom/return.json && cat /airflow/xcom/return.json"],
             "do_xcom_push": True,
+            "get_logs": True,
         },
     )
 
     @task
-    def save(summary: str) -> dict:
-        """Keep the job's JSON summary next to its input."""
-        result = json.loads(summary)
+    def save(summary: str | dict) -> dict:
+        """Keep the job's JSON summary next to its input (a string from Docker, a dict from a pod)."""
+        result = summary if isinstance(summary, dict) else json.loads(summary)
         (settings.DATA / "wordcount.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         return result
 

@@ -340,9 +340,14 @@ def _is_whole_context(source: str) -> bool:
     return source.rstrip("/") in (".", "./", "*", "") or source in ("./*", ".")
 
 
+# A wheelhouse (``pip download`` / ``pip wheel`` output installed with ``--no-index --find-links``) holds
+# dependencies, not code: copying it before the install is the right layer order.
+WHEELHOUSES = frozenset({"wheels", "wheelhouse"})
+
+
 def _is_manifest(source: str) -> bool:
     name = PurePosixPath(source.rstrip("/")).name
-    return bool(MANIFESTS.fullmatch(name)) or "requirements" in name
+    return bool(MANIFESTS.fullmatch(name)) or "requirements" in name or name in WHEELHOUSES
 
 
 def _layer_order(stage: Stage) -> Iterable[LintFinding]:

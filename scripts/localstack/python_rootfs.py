@@ -1,5 +1,8 @@
 """The python base image's rootfs: Debian bookworm + python3 by ``debootstrap`` (root), slimmed, packed and
-cached as ``python-VERSION-bookworm-DATE.tar`` with a ``.json`` description beside it."""
+cached as ``python-VERSION-bookworm-DATE.tar`` with a ``.json`` description beside it.
+
+``python3-venv`` comes with it: ``python3 -m venv`` bootstraps pip from Debian's bundled wheels, offline,
+which is how the example job's builder stage installs its hashed lock file."""
 
 from __future__ import annotations
 
@@ -45,6 +48,8 @@ SLIM_DIRS = (
     "dev",
 )
 SLIM_KEEP = ("archives", "partial", "locale.alias")
+# What debootstrap adds to minbase; a cached rootfs built with another list is not reused.
+PACKAGES = ("python3", "python3-venv")
 
 
 # ------------------------------------------------------------------------------------------- mirror
@@ -103,6 +108,8 @@ def python_cache_entry(cdir: Path) -> dict | None:
         except (OSError, ValueError):
             continue
         tar = Path(info.get("tarball", ""))
+        if info.get("packages") != list(PACKAGES):
+            continue  # built with other packages (or before they were recorded): build anew
         if tar.is_file() and tar.stat().st_size == info.get("size"):
             if best is None or info.get("created", "") > best.get("created", ""):
                 best = info
@@ -123,7 +130,7 @@ def build_python_rootfs(cdir: Path, state_dir: Path) -> dict:
     work = Path(tempfile.mkdtemp(prefix=".build-python-", dir=cdir))
     rootfs = work / "rootfs"
     log = state_dir / "debootstrap.log"
-    cmd = [debootstrap, "--variant=minbase", "--include=python3", "bookworm", str(rootfs), mirror]
+    cmd = [debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm", str(rootfs), mirror]
     say(f"image: running {shlex.join(cmd)} (takes a few minutes; log {log})")
     t0 = time.monotonic()
     try:
@@ -186,6 +193,7 @@ def _pack_rootfs(rootfs: Path, work: Path, cdir: Path, mirror: str, t0: float) -
         "python_version": pyver,
         "debian_version": debver,
         "suite": "bookworm",
+        "packages": list(PACKAGES),
         "mirror": mirror,
         "created": created.isoformat(timespec="seconds"),
         "tarball": str(tar),

@@ -68,9 +68,10 @@ def test_kubernetes_dag_pods_are_pinned_restricted_and_valid(
     monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps({"conn_type": "kubernetes", "extra": sidecar}))
     lock = json.loads((wordcount_run["data"] / "imagegate.lock.json").read_text())
     digest = lock["images"]["wordcount"]["digest"]
-    dags = DagBag(dag_folder=str(DAGS / "wordcount_kubernetes.py"), safe_mode=False)
+    monkeypatch.setenv("IMAGEGATE_BACKEND", "kubernetes")
+    dags = DagBag(dag_folder=str(DAGS / "wordcount_from_lock.py"), safe_mode=False)
     assert dags.import_errors == {}
-    dag = dags.dags["imagegate_wordcount_kubernetes"]
+    dag = dags.dags["imagegate_wordcount_from_lock"]
     for task in dag.tasks:
         pod = PodGenerator.serialize_pod(task.build_pod_request_obj(dry_run=True))
         kubernetes_validate.validate(pod, "1.30.0", strict=True)
@@ -82,6 +83,20 @@ def test_kubernetes_dag_pods_are_pinned_restricted_and_valid(
         assert sidecar["image"] == stack.env["IMAGEGATE_BUSYBOX_IMAGE_DIGEST"]
         assert pod["spec"]["securityContext"]["runAsUser"] == 10001
     assert dag.get_task("count_deferrable").deferrable is True
+
+
+def test_the_lock_file_dag_runs_on_docker_by_default(
+    wordcount_run: dict[str, Any], airflow_home: AirflowHome, events: Events, stack: Stack
+) -> None:
+    lock = json.loads((wordcount_run["data"] / "imagegate.lock.json").read_text())
+    digest = lock["images"]["wordcount"]["digest"]
+    result = airflow_home.dags_test("imagegate_wordcount_from_lock", DAGS)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    created = events.containers("examples/wordcount")
+    assert sorted(e["Actor"]["Attributes"]["imagegate.dev/task"] for e in created) == [
+        "imagegate_wordcount_from_lock.count", "imagegate_wordcount_from_lock.count_deferrable"]
+    assert {e["Actor"]["Attributes"]["image"] for e in created} == {f"{stack.registry}/examples/wordcount@{digest}"}
 
 
 def test_the_same_wordcount_dag_parses_for_kubernetes(airflow_home: AirflowHome, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,6 +124,16 @@ def test_ig004_code_before_the_install_is_warned(tmp_path: Path) -> None:
     assert rule(lint(tmp_path, df), "IG004") == [("warning", 2)]
 
 
+@pytest.mark.parametrize(("copied", "findings"), [
+    ("wheels/", []), ("./wheelhouse", []), ("wheels", []),
+    ("src/", [("warning", 3)]), ("mywheels/", [("warning", 3)]),  # code, and a name that only looks like one
+])
+def test_ig004_a_wheelhouse_is_a_dependency_input(tmp_path: Path, copied: str, findings: list[tuple[str, int]]) -> None:
+    df = (f"FROM busybox:1.36@{DIGEST}\nCOPY requirements.txt /app/\nCOPY {copied} /app/wheels/\n"
+          "RUN pip install --no-index --find-links /app/wheels --require-hashes -r /app/requirements.txt\nUSER 1\nCMD x")
+    assert rule(lint(tmp_path, df), "IG004") == findings
+
+
 def test_ig004_manifests_first_then_code_passes(tmp_path: Path) -> None:
     df = (f"FROM busybox:1.36@{DIGEST}\nCOPY requirements.txt pyproject.toml /app/\n"
           "RUN pip install -r /app/requirements.txt\nCOPY . /app\nRUN pip install --no-deps /app\nUSER 1\nCMD x")
@@ -281,4 +291,5 @@ def test_the_example_job_passes_every_rule() -> None:
     report = lint_dockerfile(job, build_args={"BASE": f"127.0.0.1:5000/base/python@{DIGEST}"})
     assert [f.to_dict() for f in report.findings] == []
     unpinned = lint_dockerfile(job)  # without the build arg the pin is checked at build time
-    assert [(f.rule, f.severity) for f in unpinned.findings] == [("IG001", "info")]
+    # one note per stage FROM ${BASE} (the builder and the final stage)
+    assert [(f.rule, f.severity) for f in unpinned.findings] == [("IG001", "info"), ("IG001", "info")]

@@ -385,15 +385,17 @@ def test_cache_dir(monkeypatch, tmp_path):
 
 
 def test_python_cache_entry_picks_newest_complete(tmp_path):
-    def entry(stem: str, created: str, size_ok: bool = True) -> None:
+    def entry(stem: str, created: str, size_ok: bool = True, packages: list[str] | None = None) -> None:
         tar = tmp_path / f"{stem}.tar"
         tar.write_bytes(b"x" * 10)
-        info = {"tarball": str(tar), "size": 10 if size_ok else 11, "created": created, "python_version": "3.11.2"}
+        info = {"tarball": str(tar), "size": 10 if size_ok else 11, "created": created, "python_version": "3.11.2",
+                "packages": list(python_rootfs.PACKAGES) if packages is None else packages}
         (tmp_path / f"{stem}.json").write_text(json.dumps(info))
 
     entry("python-3.11.2-bookworm-20240101", "2024-01-01T00:00:00+00:00")
     entry("python-3.11.2-bookworm-20250101", "2025-01-01T00:00:00+00:00")
     entry("python-3.11.2-bookworm-20260101", "2026-01-01T00:00:00+00:00", size_ok=False)  # truncated tar
+    entry("python-3.11.2-bookworm-20260601", "2026-06-01T00:00:00+00:00", packages=["python3"])  # other packages
     (tmp_path / "python-3.11.9-bookworm-20270101.json").write_text("{not json")
     assert python_rootfs.python_cache_entry(tmp_path)["created"].startswith("2025")
     assert python_rootfs.python_cache_entry(tmp_path / "empty") is None
