@@ -10,7 +10,8 @@
    through the Engine API (docker SDK) from exactly the files that were hashed,
    push, and read the digest back from the registry.
 
-The docker SDK is imported only when something must be built.
+The docker SDK, the tar writer and the linter are imported only when something must be built
+(the lock file module only when a lock is written): a no-op loads none of them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
-import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +38,12 @@ from imagegate._errors import (
     typed_errors,
 )
 from imagegate.build._files import locate_dockerfile, open_regular
-from imagegate.build._lint import LintFailed, LintReport, lint_parsed
-from imagegate.build._lockfile import LockFile
 from imagegate._policy import Mode, Policy
 from imagegate._reference import Reference, parse_reference
 
 if TYPE_CHECKING:
     from imagegate._registry import RegistryClient
+    from imagegate.build._lint import LintReport
 
 TAG_POLICIES = ("content", "git", "both")
 HASH_VERSION = "imagegate-build-v2"
@@ -247,6 +244,8 @@ def _tag(tag_policy: str, root: Path, inputs: str) -> str:
 
 
 def _git_state(root: Path) -> tuple[str, bool]:
+    import subprocess
+
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=30
@@ -268,6 +267,8 @@ def _lint(inputs: _Inputs, policy: Policy, repo: Reference, say: Progress, *, bl
     mode = policy.mode("lint")
     if mode is Mode.OFF:
         return None
+    from imagegate.build._lint import LintFailed, lint_parsed  # not loaded by a no-op
+
     report = lint_parsed(inputs.parsed, inputs.content.scan)
     for finding in report.findings:
         if finding.severity != "info":
@@ -308,6 +309,8 @@ class _HashingReader(io.RawIOBase):
 
 def write_tar(content: ContextDigest, out: IO[bytes]) -> None:
     """The build context as the engine receives it: exactly the hashed entries, owned by 0:0."""
+    import tarfile  # only a real build sends a context
+
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for entry in content.scan.entries:
             info = tarfile.TarInfo(entry.path)
@@ -333,6 +336,8 @@ def write_tar(content: ContextDigest, out: IO[bytes]) -> None:
 
 def _build(api: Any, content: ContextDigest, df_rel: str, ref: Reference, target: str | None,
            args: Mapping[str, str], platform: str | None, say: Progress) -> None:
+    import tempfile
+
     log: list[str] = []
     with tempfile.SpooledTemporaryFile(max_size=64 << 20) as archive:
         write_tar(content, archive)  # type: ignore[arg-type]
@@ -402,6 +407,8 @@ def _relay(item: Mapping[str, Any], log: list[str], say: Progress, stage: str) -
 def _write_lock(lock: str | os.PathLike[str] | None, name: str | None, pinned: Reference, root: Path) -> None:
     if lock is None or name is None:
         return
+    from imagegate.build._lockfile import LockFile
+
     lock_file = LockFile.load_or_new(lock)
     try:
         where = os.path.relpath(root, Path(lock).resolve().parent)

@@ -11,17 +11,21 @@ that oracle when a Go toolchain is available.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from imagegate import ContextError
 from imagegate.build._context import (
+    CONTEXT_HASH_VERSION,
+    ContextDigest,
     IgnoreRules,
     StatCache,
     go_clean,
@@ -335,3 +339,252 @@ def test_parse_size(text: str | int, size: int) -> None:
 def test_parse_size_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size("lots")
+
+
+# --- the fast paths keep the digest and every protection -------------------------------------------
+
+# The digest of make_fixture's context, computed by the implementation before the hashing was made
+# faster (thread pool per file, per-entry records): the content tag depends on it, so it must not move.
+FIXTURE_DIGEST = "sha256:f546f0d4305b0015c653a9bfc62d9d33f2c167d0ffb9b452b720fc1ec2e74e01"
+
+
+def make_fixture(root: Path) -> None:
+    """A context of every shape the digest covers, with deterministic bytes and modes (any umask)."""
+    import random
+
+    rng = random.Random(14)
+    files = {
+        "Dockerfile": b"FROM busybox\nCOPY . /app\n",
+        ".dockerignore": b"ignored\n*.tmp\n!keep.tmp\nsub/**/*.log\n",
+        "empty.txt": b"",
+        "small.bin": rng.randbytes(100),
+        "exact-chunk.bin": rng.randbytes(1 << 20),
+        "big.bin": rng.randbytes(3 * (1 << 20) + 17),
+        "a b\nc\t:=.txt": b"odd name",
+        "keep.tmp": b"re-included",
+        "drop.tmp": b"excluded",
+        "ignored/x.txt": b"never hashed",
+        "sub/dir/deep.log": b"excluded log",
+        "sub/dir/deep.txt": b"deep",
+        "sub/z.py": b"print('z')\n",
+        "sub/A.py": b"print('A')\n",
+        "\u00e9t\u00e9/caf\u00e9.txt": b"utf-8 name",
+    }
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.chmod(path, 0o644)
+    os.chmod(root / "sub" / "z.py", 0o755)
+    os.chmod(root / "small.bin", 0o600)
+    (root / "emptydir").mkdir()
+    (root / "link").symlink_to("sub/z.py")
+    (root / "sub" / "dirlink").symlink_to("dir")
+    for directory in ("ignored", "sub", "sub/dir", "\u00e9t\u00e9"):
+        os.chmod(root / directory, 0o755)
+    os.chmod(root / "emptydir", 0o700)
+
+
+def record_digest(content: ContextDigest) -> str:
+    """The context digest from the documented records, one by one (the reference encoding)."""
+    total = hashlib.sha256(CONTEXT_HASH_VERSION)
+    for record in content.records():
+        total.update(record)
+    return "sha256:" + total.hexdigest()
+
+
+def test_the_context_digest_is_the_one_computed_before_the_fast_paths(tmp_path: Path) -> None:
+    make_fixture(tmp_path / "ctx")
+    cold = hash_context(tmp_path / "ctx", use_cache=False)
+    assert cold.digest == FIXTURE_DIGEST == record_digest(cold)
+    assert len(cold.scan.entries) == 18 and cold.hashed_bytes == 4_194_538
+    assert cold.files["big.bin"] == hashlib.sha256((tmp_path / "ctx" / "big.bin").read_bytes()).hexdigest()
+    # the stat cache's paths (per file, then the whole walk) give the same digest
+    cache = tmp_path / "cache"
+    for name in ("Dockerfile", "big.bin"):  # age two files past the racy window; the rest stay racy
+        os.utime(tmp_path / "ctx" / name, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    for _ in range(3):
+        warm = hash_context(tmp_path / "ctx", cache_directory=cache)
+        assert warm.digest == FIXTURE_DIGEST and warm.files == cold.files
+
+
+def test_large_files_are_hashed_on_helper_threads_with_the_same_digests(tmp_path: Path) -> None:
+    from imagegate.build._context import LARGE
+
+    blobs = {f"big{i}.bin": os.urandom(LARGE + i * 4099) for i in range(3)} | {"small.txt": b"s"}
+    for name, data in blobs.items():
+        (tmp_path / name).write_bytes(data)
+    one = hash_context(tmp_path, use_cache=False, workers=1)
+    three = hash_context(tmp_path, use_cache=False, workers=3)
+    assert one.files == three.files == {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()}
+    assert one.digest == three.digest == record_digest(three)
+
+
+def test_a_large_file_swapped_after_the_walk_fails_the_hash_from_a_helper_thread(tmp_path: Path) -> None:
+    from imagegate.build._context import LARGE
+
+    for i in range(3):
+        (tmp_path / f"big{i}.bin").write_bytes(b"x" * LARGE)
+    scan = scan_context(tmp_path)
+    (tmp_path / "big2.new").write_bytes(b"y" * LARGE)
+    os.replace(tmp_path / "big2.new", tmp_path / "big2.bin")
+    with pytest.raises(ContextError, match="replaced") as info:
+        hash_context(scan, use_cache=False, workers=3)
+    assert info.value.path.endswith("big2.bin")
+
+
+def test_a_file_swapped_for_a_symlink_after_the_walk_is_never_followed(tmp_path: Path) -> None:
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "secret").write_text("s3cret")
+    (tmp_path / "ctx" / "data.txt").write_text("plain")
+    scan = scan_context(tmp_path / "ctx")
+    (tmp_path / "ctx" / "data.txt").unlink()
+    (tmp_path / "ctx" / "data.txt").symlink_to(tmp_path / "secret")
+    with pytest.raises(ContextError, match="replaced by a symlink"):
+        hash_context(scan, use_cache=False)
+    with pytest.raises(ContextError, match="replaced by a symlink"):
+        hash_file(tmp_path / "ctx" / "data.txt")
+
+
+def test_a_directory_swapped_while_it_is_walked_is_never_listed(tmp_path: Path) -> None:
+    from imagegate.build._context import _list
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "secret").write_text("s")
+    seen = os.lstat(tmp_path / "real")
+    with pytest.raises(ContextError, match="replaced"):  # another directory under the walked name
+        _list(str(tmp_path / "other"), seen)
+    (tmp_path / "real").rmdir()
+    (tmp_path / "real").symlink_to(tmp_path / "other")
+    with pytest.raises(ContextError, match="replaced"):  # a symlink where the walk saw a directory
+        _list(str(tmp_path / "real"), seen)
+    assert [c.name for c in _list(str(tmp_path / "other"), os.lstat(tmp_path / "other"))] == ["secret"]
+
+
+def test_a_context_nested_deeper_than_the_recursion_limit_is_walked() -> None:
+    # Outside pytest's tmp_path: its clean-up (shutil.rmtree) recurses, and would fail on this tree.
+    top = Path(tempfile.mkdtemp(prefix="imagegate-deep-"))
+    depth = sys.getrecursionlimit() + 50
+    try:
+        fd = os.open(top, os.O_RDONLY)
+        try:
+            for _ in range(depth):  # by descriptor: the path grows past what one call could name
+                os.mkdir("d", dir_fd=fd)
+                inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            leaf = os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+            os.write(leaf, b"deep")
+            os.close(leaf)
+        finally:
+            os.close(fd)
+        content = hash_context(top, use_cache=False)
+        assert len(content.scan.entries) == depth + 1
+        assert content.files["/".join(["d"] * depth) + "/leaf.txt"] == hashlib.sha256(b"deep").hexdigest()
+        (top / ".dockerignore").write_text("d\n")
+        measured = scan_context(top, measure_excluded=True)  # the excluded subtree, measured without recursion
+        assert measured.excluded_bytes == 4 and measured.excluded_entries == depth + 1
+    finally:
+        remove_deep(top)
+
+
+def remove_deep(top: Path) -> None:
+    """Remove a directory tree of any depth, one level at a time through descriptors."""
+    chain, names = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)], []
+    while chain:
+        fd, below = chain[-1], None
+        for child in os.scandir(fd):
+            if child.is_dir(follow_symlinks=False):
+                below = child.name
+                break
+            os.unlink(child.name, dir_fd=fd)
+        if below is not None:
+            chain.append(os.open(below, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd))
+            names.append(below)
+            continue
+        os.close(chain.pop())
+        if chain:
+            os.rmdir(names.pop(), dir_fd=chain[-1])
+    os.rmdir(top)
+
+
+def test_a_warm_walk_that_matches_the_last_one_reads_and_writes_nothing(tmp_path: Path) -> None:
+    ctx, cache = tmp_path / "ctx", tmp_path / "cache"
+    names = ["Dockerfile", "app.py", "pkg/mod.py"]
+    make_tree(ctx, names)  # each file holds its own name
+    import time
+
+    cold = hash_context(ctx, cache_directory=cache)
+    time.sleep(2.1)  # ctime is "now" and cannot be set: wait out the racy window
+    again = hash_context(ctx, cache_directory=cache)  # re-read once (they were racy), now cached whole
+    assert again.hashed_bytes == sum(len(n) for n in names)
+    (stored,) = cache.rglob("*.json")
+    before = stored.stat().st_mtime_ns, stored.read_bytes()
+    warm = hash_context(ctx, cache_directory=cache)
+    assert warm.hashed_bytes == 0 and warm.digest == cold.digest and warm.files == cold.files
+    assert (stored.stat().st_mtime_ns, stored.read_bytes()) == before
+    assert json.loads(stored.read_text())["tree"]["digest"] == cold.digest
+
+
+@pytest.mark.parametrize("change", ["content", "dockerfile", "mode", "link", "new-dir", "removed", "renamed"])
+def test_every_change_after_a_whole_walk_is_cached_gives_the_digest_of_a_cold_hash(tmp_path: Path, change: str) -> None:
+    ctx, cache = tmp_path / "ctx", tmp_path / "cache"
+    make_tree(ctx, ["Dockerfile", "app.py", "pkg/mod.py", "pkg/other.py"])
+    (ctx / "link").symlink_to("app.py")
+    import time
+
+    hash_context(ctx, cache_directory=cache)
+    time.sleep(2.1)
+    hash_context(ctx, cache_directory=cache)
+    before = hash_context(ctx, cache_directory=cache)
+    assert before.hashed_bytes == 0
+    if change == "content":  # same size, mtime put back: only ctime tells
+        st = (ctx / "app.py").stat()
+        (ctx / "app.py").write_text("APP.PY")
+        os.utime(ctx / "app.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif change == "dockerfile":
+        (ctx / "Dockerfile").write_text("FROM busybox:2\n")
+    elif change == "mode":
+        (ctx / "pkg" / "mod.py").chmod(0o700)
+    elif change == "link":
+        (ctx / "link").unlink()
+        (ctx / "link").symlink_to("pkg/mod.py")
+    elif change == "new-dir":
+        (ctx / "pkg" / "empty").mkdir()
+    elif change == "removed":
+        (ctx / "pkg" / "other.py").unlink()
+    else:
+        (ctx / "pkg" / "other.py").rename(ctx / "pkg" / "renamed.py")
+    after = hash_context(ctx, cache_directory=cache)
+    assert after.digest == hash_context(ctx, use_cache=False).digest != before.digest
+    # only the files whose stat changed are read again (a chmod or a rename changes ctime)
+    assert after.hashed_bytes == {"content": 6, "dockerfile": 15, "mode": 10, "renamed": 12}.get(change, 0)
+
+
+def test_a_no_op_build_loads_neither_the_docker_sdk_nor_lint_nor_the_lock_file(tmp_path: Path) -> None:
+    """The up-to-date path of build_image over the fake registry, in a fresh interpreter."""
+    make_tree(tmp_path, ["app.py"])
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY app.py /\n")
+    code = f"""
+import sys
+from imagegate import DockerConfig, RegistryClient, build_image
+from imagegate.build._builder import _inputs_digest, content_tag
+from imagegate.build._context import hash_context
+from tests.support.fakeregistry import FakeRegistry
+from tests.support.oci import make_image
+
+context = {str(tmp_path)!r}
+tag = content_tag(_inputs_digest(hash_context(context, use_cache=False), "Dockerfile", None, {{}}, None, []))
+registry = FakeRegistry()
+digest = registry.put_image("team/job", make_image(user="1000"), tag=tag)
+client = RegistryClient(transport=registry.transport, docker_config=DockerConfig({{}}))
+result = build_image(context, repository="registry.test/team/job", client=client, use_cache=False)
+assert not result.built and result.digest == digest and result.tag == tag, result
+print(sorted(m for m in ("docker", "imagegate.build._lint", "imagegate.build._lockfile") if m in sys.modules))
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
