@@ -3,8 +3,9 @@
 Before anything is created the image is resolved (or built), checked and pinned
 (``imagegate.plan_launch``); the container is created from ``REPO@sha256:…`` only, with
 imagegate's Docker hardening (``imagegate.harden_docker``: no privilege escalation, every
-capability dropped unless the policy allows it), labelled with imagegate's label scheme, and
-verified against the checked image before it starts. Importing this module does not import
+capability dropped unless the policy allows it, no bind mount of a host path that gives away the
+host), labelled with imagegate's label scheme, and verified before it starts: the engine's record of
+the container must be the checked image, hardened, run as the checked user (``imagegate.verify_container``). Importing this module does not import
 the Kubernetes provider.
 """
 
@@ -15,6 +16,7 @@ import uuid
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Sequence
 
+from airflow.exceptions import AirflowException
 from airflow.providers.docker.operators.docker import DockerOperator
 
 from airflow_plugin import _gate
@@ -106,7 +108,7 @@ class ImagegateDockerOperator(DockerOperator):
 
     def _host_options(self) -> dict[str, Any]:
         return {"privileged": self.privileged, "cap_add": self.cap_add, "cap_drop": self.cap_drop,
-                "security_opt": self.security_opt, "ipc_mode": self.ipc_mode}
+                "security_opt": self.security_opt, "ipc_mode": self.ipc_mode, "mounts": self.mounts}
 
     def execute(self, context: Any) -> Any:
         self.gate(context)
@@ -137,10 +139,11 @@ class _GatedClient:
     """The provider's docker ``APIClient`` with three changes; everything else passes through.
 
     - ``create_host_config`` merges in ``imagegate.harden_docker`` (the provider has no
-      ``security_opt``/``cap_drop`` arguments);
+      ``security_opt``/``cap_drop`` arguments; bind mounts of host paths that give away the host are refused);
     - ``create_container`` refuses a call for another image than the operator's and adds imagegate's labels;
-    - after creating, it asks the engine which image the container has, and removes the container
-      without starting it when that is not the checked image (``LaunchPlan.verify``).
+    - after creating, it reads the engine's record of the container and removes the container without
+      starting it unless that record is the plan (``imagegate.verify_container``: the checked image, the
+      hardened ``HostConfig`` and mounts, the checked user).
     """
 
     def __init__(self, client: APIClient, operator: ImagegateDockerOperator) -> None:
@@ -162,20 +165,19 @@ class _GatedClient:
         plan = op.imagegate_plan
         if plan is None or kwargs.get("image") != op.image:
             raise _gate.ImageSourceError(f"refusing to create a container from unchecked image {kwargs.get('image')!r}")
-        # Whatever changed op.image after the gate, the engine's record of the created container decides below.
-        labels = kwargs.get("labels") or {}
-        labels = dict.fromkeys(labels, "") if isinstance(labels, list) else dict(labels)
-        labels.update(_gate._core().container_labels(
-            plan, orchestrator=_gate.ORCHESTRATOR, task=_gate.task_label(op), launch_id=uuid.uuid4().hex))
-        kwargs["labels"] = labels
+        # Whatever changed op.image or the host config after the gate, the engine's record decides below.
+        core = _gate._core()
+        kwargs["labels"] = core.container_labels(plan, orchestrator=_gate.ORCHESTRATOR, task=_gate.task_label(op),
+                                                 launch_id=uuid.uuid4().hex, given=kwargs.get("labels"))
         container = self._client.create_container(**kwargs)
-        actual = self._client.inspect_container(container["Id"])["Image"]
+        record = self._client.inspect_container(container["Id"])
         try:
-            with _gate.airflow_errors():
-                plan.verify(actual, container=container["Id"])
-        except _gate.LaunchMismatch:
-            self._client.remove_container(container["Id"], force=True)
-            raise
+            actual = core.verify_container(record, plan, op._imagegate_policy,
+                                           remove=lambda: self._client.remove_container(container["Id"], force=True))
+        except core.HardeningError as exc:
+            raise LaunchTampered(exc) from exc
+        except core.LaunchMismatch as exc:
+            raise _gate.LaunchMismatch(exc.expected, exc.actual, exc.container) from exc
         op.imagegate_launched = {
             "pinned": str(plan.pinned),
             "launched": plan.launch,
@@ -184,3 +186,14 @@ class _GatedClient:
         }
         op.log.info("imagegate: container %s runs image %s (%s)", container["Id"][:12], actual, plan.pinned)
         return container
+
+
+class LaunchTampered(_gate.HardeningViolation):
+    """The engine created the container weaker than imagegate asked (its ``HostConfig``, mounts or user
+    break the hardening): it was removed without starting. ``.problems`` names each field."""
+
+    def __init__(self, error: Any) -> None:  # error: imagegate.HardeningError with .container
+        self.problems = list(error.problems)
+        self.runtime = error.runtime
+        self.container = error.container
+        AirflowException.__init__(self, str(error))  # the core's message: created, removed unstarted, find the cause

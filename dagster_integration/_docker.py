@@ -3,8 +3,8 @@
 ``run()`` plans the launch first (``imagegate.plan_launch``); a refused image raises
 :class:`ImageRefused` before any Docker call. Otherwise the container is created from
 ``registry/repository@sha256:…`` with imagegate's Docker hardening (``imagegate.harden_docker``)
-and label scheme, compared with the plan as soon as the engine created it (removed, never
-started, when it is not the checked image), run to completion through the parent's Pipes
+and label scheme, compared with the plan as soon as the engine created it (``imagegate.verify_container``:
+removed, never started, unless it is the checked image, hardened, as the checked user), run to completion through the parent's Pipes
 session, and removed. The invocation's results carry the pinned reference, the report and the
 last lines of the job's output in their metadata.
 """
@@ -123,16 +123,18 @@ class ImagegateDockerClient(PipesDockerClient):
         """
         policy = self.imagegate.load_policy()
         kwargs = _hardened(container_kwargs, policy)  # bad kwargs fail before the registry is asked
+        user = _user(user, kwargs)
         gate = self.imagegate.preflight(
             context, image=image, lock_name=lock_name, job_directory=job_directory, dockerfile=dockerfile,
             build_args=build_args, backend="docker", user=user, policy=policy,
         )
         launch_id = uuid.uuid4().hex
-        labels = imagegate.container_labels(gate.plan, orchestrator=ORCHESTRATOR, task=_task(context), launch_id=launch_id)
-        kwargs["labels"] = {**dict(kwargs.get("labels") or {}), **labels}
+        kwargs["labels"] = imagegate.container_labels(gate.plan, orchestrator=ORCHESTRATOR, task=_task(context),
+                                                      launch_id=launch_id, given=kwargs.get("labels"))
         if user:
             kwargs["user"] = user
         self._local.gate = gate
+        self._local.policy = policy
         try:
             try:
                 inner = super().run(
@@ -154,7 +156,9 @@ class ImagegateDockerClient(PipesDockerClient):
         return ImagegateInvocation(inner, gate, self._output_tail())
 
     def _create_container(self, client: Any, image: str, *args: Any, **kwargs: Any) -> Any:
-        """The parent's create, then the engine's record of the new container is compared with the plan.
+        """The parent's create, then the engine's record of the new container is compared with the plan
+        (``imagegate.verify_container``: the checked image, the hardened ``HostConfig`` and mounts, the
+        checked user); anything else is removed unstarted.
 
         dagster-docker has no public hook between creating and starting a container; this is the
         method its ``run`` calls for the create (and only that), so the check sits here.
@@ -164,10 +168,10 @@ class ImagegateDockerClient(PipesDockerClient):
         if gate is None or image != gate.launch:
             container.remove(force=True)
             raise LaunchMismatch(f"refusing to run a container from unchecked image {image!r}")
-        try:
-            gate.plan.verify(container.attrs.get("Image", ""), container=container.id)
-        except imagegate.LaunchMismatch as exc:
-            container.remove(force=True)
+        try:  # containers.create returns the engine's full record (docker inspect) as .attrs
+            imagegate.verify_container(container.attrs, gate.plan, self._local.policy,
+                                       remove=lambda: container.remove(force=True))
+        except (imagegate.LaunchMismatch, imagegate.HardeningError) as exc:
             raise LaunchMismatch(str(exc)) from exc
         return container
 
@@ -185,6 +189,19 @@ def _hardened(container_kwargs: Mapping[str, Any] | None, policy: imagegate.Poli
         return imagegate.harden_docker(container_kwargs, policy)
     except imagegate.HardeningError as exc:
         raise ImagegateDagsterError(str(exc), setting="container_kwargs") from exc
+
+
+def _user(user: str | None, kwargs: Mapping[str, Any]) -> str | None:
+    """The user the container will run as, so the gate checks that one: *user*, or ``container_kwargs["user"]``."""
+    given = kwargs.get("user")
+    if given is None or given == "":
+        return user
+    if user is not None and str(given) != str(user):
+        raise ImagegateDagsterError(
+            f"user={user!r} and container_kwargs['user']={given!r} disagree; give the user once (user=)",
+            setting="container_kwargs",
+        )
+    return str(given)
 
 
 def _task(context: Any) -> str:

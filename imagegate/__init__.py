@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         plan_pod,
         pod_metadata,
         pod_user,
+        verify_container,
         verify_pod_images,
     )
     from imagegate._hardening import HardeningError, docker_violations, harden_docker, harden_pod, restricted_violations
@@ -76,6 +77,7 @@ _LAZY = {
     "plan_pod": "imagegate._gate",
     "pod_metadata": "imagegate._gate",
     "pod_user": "imagegate._gate",
+    "verify_container": "imagegate._gate",
     "verify_pod_images": "imagegate._gate",
     "HardeningError": "imagegate._hardening",
     "docker_violations": "imagegate._hardening",
@@ -194,6 +196,7 @@ __all__ = [
     "restricted_violations",
     "run_container",
     "shared_client",
+    "verify_container",
     "verify_pod_images",
 ]
 

@@ -12,9 +12,11 @@ A refused image raises :class:`~imagegate.CheckFailed` (carrying the report, and
 container its role and the fix) before anything is created. :func:`plan_pod` does the same for
 every container of a Kubernetes pod — init containers, sidecars, containers from a pod template,
 an XCom sidecar — and applies the restricted profile (:mod:`imagegate._hardening`).
-After the runtime created the container, :meth:`LaunchPlan.verify` (Docker: the container's
-image id) and :meth:`PodPlan.verify_spec` / :meth:`PodPlan.verify_status` (Kubernetes: the
-created pod's images and each container status ``imageID``) refuse anything that is not the plan.
+After the runtime created the container, :func:`verify_container` (Docker: the engine's record of
+the container — its image id, its ``HostConfig`` and mounts under the hardening, its user; every
+Docker door calls it between create and start) and :meth:`PodPlan.verify_spec` /
+:meth:`PodPlan.verify_status` (Kubernetes: the created pod's images and each container status
+``imageID``) refuse anything that is not the plan.
 
 The one label scheme both runtimes carry is here too (:func:`container_labels`, :func:`pod_metadata`).
 """
@@ -27,12 +29,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from imagegate._api import check, shared_client
 from imagegate._checks import numeric_ids
 from imagegate._errors import CheckFailed, ImagegateError, typed_errors
-from imagegate._hardening import CONTAINER_FIELDS, harden_pod
+from imagegate._hardening import CONTAINER_FIELDS, HardeningError, docker_violations, harden_pod, mount_violations
 from imagegate._policy import Backend, Policy
 from imagegate._reference import Reference, launch_reference, parse_reference
 from imagegate._report import Report
@@ -402,17 +404,62 @@ def _containers(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [c for field_name in CONTAINER_FIELDS for c in (spec.get(field_name) or ())]
 
 
+# -- Docker: the created container ------------------------------------------------------------------
+
+
+def verify_container(inspect: Mapping[str, Any], plan: LaunchPlan, policy: Policy, *,
+                     remove: Callable[[], object] | None = None) -> str:
+    """The engine's record of a created, not yet started container (``docker inspect``) against *plan*.
+
+    What the engine recorded decides, not what a door asked for: the image id must be the checked
+    image (:meth:`LaunchPlan.verify`); ``HostConfig`` and ``Mounts`` must hold the hardening
+    (:func:`~imagegate._hardening.docker_violations`, :func:`~imagegate._hardening.mount_violations`:
+    privileged mode, capabilities, no-new-privileges, confinement, host namespaces, host paths); and
+    ``Config.User`` must be the user the gate checked (the override, else the image's ``USER``).
+    Every Docker door calls this between create and start. On a failure *remove* is called first (the
+    container must never start), then the error is raised. Returns the container's image id.
+
+    Raises:
+        LaunchMismatch: the container's image is not the checked one.
+        HardeningError: (``.container`` set) its configuration breaks the hardening or runs another user.
+    """
+    container = str(inspect.get("Id") or "(the created container)")
+    image_id = str(inspect.get("Image") or "")
+    try:
+        plan.verify(image_id, container=container)
+        problems = docker_violations(inspect.get("HostConfig") or {}, policy)
+        problems += mount_violations(inspect.get("Mounts"), policy)
+        user = str((inspect.get("Config") or {}).get("User") or "")
+        checked = plan.report.user or ""
+        if user != checked:
+            problems.append(f"Config.User is {user!r}, not the user imagegate checked ({checked!r})")
+        if problems:
+            raise HardeningError(problems, runtime="docker", container=container)
+    except (LaunchMismatch, HardeningError) as exc:
+        if remove is not None:
+            try:
+                remove()
+            except Exception as cleanup:  # noqa: BLE001 - the refusal is the error that matters
+                exc.add_note(f"removing {container} failed too ({cleanup}); remove it by hand, never start it")
+        raise
+    return image_id
+
+
 # -- labels -------------------------------------------------------------------------------------------
 
 
-def container_labels(plan: LaunchPlan, *, orchestrator: str, task: str, launch_id: str) -> dict[str, str]:
-    """The labels every container imagegate launches on Docker carries."""
-    return {
+def container_labels(plan: LaunchPlan, *, orchestrator: str, task: str, launch_id: str,
+                     given: Mapping[str, str] | Sequence[str] | None = None) -> dict[str, str]:
+    """The labels every container imagegate launches on Docker carries, over the *given* ones (a dict,
+    or a list of keys with empty values, as the docker SDK takes them): imagegate's own always win."""
+    labels = dict.fromkeys(map(str, given), "") if isinstance(given, (list, tuple)) else dict(given or {})
+    labels.update({
         LABEL_PINNED: str(plan.pinned),
         LABEL_LAUNCH: launch_id,
         LABEL_ORCHESTRATOR: orchestrator,
         LABEL_TASK: task,
-    }
+    })
+    return labels
 
 
 def pod_metadata(primary: LaunchPlan | None, *, images: Mapping[str, str], orchestrator: str | None = None,

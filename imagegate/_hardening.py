@@ -1,4 +1,5 @@
-"""One hardening rule set for Docker and Kubernetes, chosen once. Pure: mappings in, mappings out.
+"""One hardening rule set for Docker and Kubernetes, chosen once. Mappings in, mappings out; pure but for
+the host-path rule, which resolves a bind source on this host as the engine does (symlinks followed).
 
 Both runtimes get the same promises, each in its own vocabulary:
 
@@ -10,13 +11,21 @@ no capabilities             ``cap_drop: [ALL]``                  ``capabilities.
 added capabilities          refused unless the policy lists      refused unless the policy lists them, and
                             them (``allowed-capabilities``)      then only ``NET_BIND_SERVICE`` (restricted)
 no privileged mode          ``privileged`` refused                ``privileged`` refused
-no host namespaces          ``pid_mode``/``ipc_mode``/``userns``  ``hostPID``/``hostIPC``/``hostNetwork``
-                            ``= host`` refused                    refused
+no host namespaces          ``pid``/``ipc``/``uts``/``userns``   ``hostPID``/``hostIPC``/``hostNetwork``
+                            ``_mode = host`` refused              refused
 confinement kept            ``seccomp``/``apparmor=unconfined``,  ``seccompProfile: RuntimeDefault`` (or
-                            ``label=disable`` refused             ``Localhost``); no other volume types
+                            ``label=disable`` refused             ``Localhost``)
+no host paths that give     binds, mounts, volumes and devices    no ``hostPath`` volume at all (only the
+away the host               of the engine's socket, ``/``,        restricted profile's volume types)
+                            ``/etc``, ``/proc``, … refused unless
+                            the policy lists them
+                            (``allowed-host-paths``)
 non-root user               the checked user (``non-root``)       ``runAsNonRoot: true``, ``runAsUser`` the
                                                                   image's numeric uid when unset
 ==========================  ===================================  ============================================
+
+After the engine created a Docker container, :func:`docker_violations` and :func:`mount_violations`
+read the same rules back from its record (``docker inspect``): the record, not the request, decides.
 
 A value the user set is kept when it satisfies the rules and refused, naming its field and the
 fix, when it does not: nothing the user wrote is silently replaced, and nothing weaker is launched.
@@ -27,6 +36,9 @@ restricted profile refuses ``hostNetwork``.
 from __future__ import annotations
 
 import copy
+import os
+import re
+import stat
 from typing import Any, Iterable, Mapping
 
 from imagegate._errors import ImagegateError
@@ -42,22 +54,41 @@ RESTRICTED_ADDABLE = frozenset({"NET_BIND_SERVICE"})
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
 _WEAKENING_OPTS = ("seccomp=unconfined", "seccomp:unconfined", "apparmor=unconfined", "apparmor:unconfined",
                    "label=disable", "label:disable", "systempaths=unconfined")
+_NAMESPACE_OPTIONS = ("pid_mode", "ipc_mode", "uts_mode", "userns_mode")
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool, which the engine uses
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+_VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # the local volume driver's name grammar
 
 
 class HardeningError(ImagegateError, ValueError):
-    """A launch option that would weaken the hardening; nothing was created. ``problems`` names each field."""
+    """A launch that would weaken the hardening. ``problems`` names each field.
 
-    _fields = ("problems",)
+    Without ``container`` it was refused before anything was created; with it, the runtime's record
+    of the created container ``container`` breaks the rules, and that container was removed unstarted.
+    """
 
-    def __init__(self, problems: Iterable[str], *, runtime: str) -> None:
+    _fields = ("problems", "runtime", "container")
+
+    def __init__(self, problems: Iterable[str], *, runtime: str, container: str | None = None) -> None:
         self.problems = tuple(problems)
         self.runtime = runtime
+        self.container = container
         what = "the restricted Pod Security Standard" if runtime == "kubernetes" else "imagegate's Docker hardening"
-        super().__init__(
-            f"the launch breaks {what} (nothing was created): " + "; ".join(self.problems)
-            + ". Fix: remove the option that weakens it (or, for a capability, list it under allowed-capabilities "
-            "in the policy)"
-        )
+        if container:
+            message = (
+                f"the engine created container {container[:12]} breaking {what}: " + "; ".join(self.problems)
+                + ". It was removed without starting. Something changed the launch after imagegate hardened it "
+                "(a subclass, a wrapper around the engine client, an engine plugin): remove that"
+            )
+        elif all("Fix:" in problem for problem in self.problems):  # each names its own fix
+            message = f"the launch breaks {what} (nothing was created): " + "; ".join(self.problems)
+        else:
+            message = (
+                f"the launch breaks {what} (nothing was created): " + "; ".join(self.problems)
+                + ". Fix: remove the option that weakens it (or, for a capability or a host path, list it under "
+                "allowed-capabilities or allowed-host-paths in the policy)"
+            )
+        super().__init__(message)
 
 
 def capability(name: str) -> str:
@@ -69,7 +100,10 @@ def capability(name: str) -> str:
 
 
 def harden_docker(options: Mapping[str, Any] | None, policy: Policy) -> dict[str, Any]:
-    """Docker create / host-config keyword arguments with the hardening merged in.
+    """Docker create / host-config keyword arguments (the docker SDK's names) with the hardening merged in.
+
+    Bind mounts (``mounts``, ``binds``, ``volumes``) and ``devices`` are checked against the host-path
+    rule (:func:`host_path_problem`); they are passed on as given.
 
     Raises:
         HardeningError: naming each option that would weaken it.
@@ -78,7 +112,7 @@ def harden_docker(options: Mapping[str, Any] | None, policy: Policy) -> dict[str
     problems: list[str] = []
     if kwargs.get("privileged"):
         problems.append("privileged=True undoes every other protection; add the one capability the job needs instead")
-    for mode in ("pid_mode", "ipc_mode", "userns_mode"):
+    for mode in _NAMESPACE_OPTIONS:
         if str(kwargs.get(mode) or "").lower() == "host":
             problems.append(f"{mode}='host' shares the host's namespace")
     for cap in kwargs.get("cap_add") or ():
@@ -86,15 +120,18 @@ def harden_docker(options: Mapping[str, Any] | None, policy: Policy) -> dict[str
             problems.append(f"cap_add {capability(cap)} is refused (every capability is dropped); "
                             f"allow it with allowed-capabilities = [{capability(cap)!r}] in the policy")
     options_given = [str(opt) for opt in kwargs.get("security_opt") or ()]
+    no_new_privileges, weakening = _security_options(options_given)
     for opt in options_given:
         spelled = opt.replace(" ", "").lower()
-        if spelled.startswith("no-new-privileges") and spelled.endswith(("false", "=0", ":0")):
+        # every spelling of false Go's ParseBool reads (0, f, F, false, FALSE, False), in any position
+        if spelled.startswith("no-new-privileges") and spelled.endswith(("false", "=0", ":0", "=f", ":f")):
             problems.append(f"security_opt {opt!r} allows privilege escalation")
-        if spelled in _WEAKENING_OPTS:
+        elif spelled in _WEAKENING_OPTS or opt in weakening:
             problems.append(f"security_opt {opt!r} removes the container's confinement")
+    problems.extend(requested_mount_violations(kwargs, policy))
     if problems:
         raise HardeningError(problems, runtime="docker")
-    if not any(opt.replace(" ", "").lower().startswith("no-new-privileges") for opt in options_given):
+    if no_new_privileges is not True:
         options_given.append(NO_NEW_PRIVILEGES)
     kwargs["security_opt"] = options_given
     kwargs["cap_drop"] = sorted({capability(c) for c in kwargs.get("cap_drop") or ()} | {"ALL"})
@@ -104,7 +141,13 @@ def harden_docker(options: Mapping[str, Any] | None, policy: Policy) -> dict[str
 
 
 def docker_violations(host_config: Mapping[str, Any], policy: Policy) -> list[str]:
-    """What a container's ``HostConfig`` (as the engine reports it) breaks: a check that hardening held."""
+    """What a container's ``HostConfig`` (as the engine reports it) breaks: a check that hardening held.
+
+    The same rules as :func:`harden_docker`, read from the engine's record: privileged mode, every
+    capability dropped and none added beyond ``allowed-capabilities``, no-new-privileges on, no
+    confinement removed, no host pid/ipc/uts/user namespace, and no bind mount (``Binds``,
+    ``Mounts``) or device (``Devices``) of a host path that gives away the host.
+    """
     problems = []
     if host_config.get("Privileged"):
         problems.append("HostConfig.Privileged is true")
@@ -113,10 +156,259 @@ def docker_violations(host_config: Mapping[str, Any], policy: Policy) -> list[st
     extra = {capability(c) for c in host_config.get("CapAdd") or ()} - set(policy.allowed_capabilities)
     if extra:
         problems.append(f"HostConfig.CapAdd holds {sorted(extra)}")
-    if not any(str(o).replace("=", ":").startswith("no-new-privileges") and not str(o).endswith("false")
-               for o in host_config.get("SecurityOpt") or ()):
+    no_new_privileges, weakening = _security_options(str(o) for o in host_config.get("SecurityOpt") or ())
+    if no_new_privileges is not True:
         problems.append("HostConfig.SecurityOpt lacks no-new-privileges")
+    problems.extend(f"HostConfig.SecurityOpt holds {opt!r}, which removes the container's confinement" for opt in weakening)
+    for field_name in ("PidMode", "IpcMode", "UTSMode", "UsernsMode"):
+        if str(host_config.get(field_name) or "").lower() == "host":
+            problems.append(f"HostConfig.{field_name} is 'host' (the host's namespace)")
+    problems.extend(_binds_violations(host_config.get("Binds"), policy, "HostConfig.Binds"))
+    problems.extend(_mounts_violations(host_config.get("Mounts"), policy, "HostConfig.Mounts"))
+    problems.extend(_devices_violations(host_config.get("Devices"), policy, "HostConfig.Devices"))
     return problems
+
+
+def mount_violations(mounts: Iterable[Mapping[str, Any]] | None, policy: Policy) -> list[str]:
+    """What a container's ``Mounts`` (``docker inspect``: every mount as the engine set it up) break."""
+    return _mounts_violations(list(mounts or ()), policy, "Mounts")
+
+
+def _security_options(options: Iterable[str]) -> tuple[bool | None, list[str]]:
+    """``SecurityOpt`` read as the engine reads it (moby's ``parseSecurityOpt``): whether
+    no-new-privileges ends up on (None: not given; the last one wins), and the options that remove
+    the confinement. An option the engine cannot parse is left out: the engine refuses it."""
+    no_new_privileges: bool | None = None
+    weakening: list[str] = []
+    for opt in options:
+        if opt == "no-new-privileges":
+            no_new_privileges = True
+            continue
+        if opt == "disable":
+            weakening.append(opt)
+            continue
+        sep = "=" if "=" in opt else ":" if ":" in opt else None
+        if sep is None:
+            continue
+        key, value = opt.split(sep, 1)
+        if key == "no-new-privileges":
+            no_new_privileges = True if value in _GO_TRUE else False if value in _GO_FALSE else no_new_privileges
+        elif key in ("seccomp", "apparmor") and value == "unconfined":
+            weakening.append(opt)
+        elif key == "label" and (value == "disable" or value in ("type:spc_t", "type:unconfined_t")):
+            weakening.append(opt)
+    return no_new_privileges, weakening
+
+
+# -- host paths ---------------------------------------------------------------------------------------
+
+#: Host paths a container must not get, and why. A bind of one of them, of a path inside one, or of
+#: a directory that contains one (``/``, ``/var``) is refused unless the policy's ``allowed-host-paths``
+#: lists it. Kubernetes needs no list: the restricted profile refuses every ``hostPath`` volume.
+REFUSED_HOST_PATHS: Mapping[str, str] = {
+    "/proc": "the host's processes and kernel settings",
+    "/sys": "the host's kernel and device settings",
+    "/dev": "the host's devices (disks, memory)",
+    "/boot": "the host's kernel and boot loader",
+    "/etc": "the host's configuration and credentials (shadow, sudoers, the engine's own)",
+    "/root": "root's home (keys and credentials)",
+    "/run": "the host's runtime sockets, the Docker, containerd, podman and CRI-O APIs among them",
+    "/var/run": "the host's runtime sockets, the Docker, containerd, podman and CRI-O APIs among them",
+    "/var/lib/docker": "the Docker Engine's state: every container's and image's files",
+    "/var/lib/containerd": "containerd's state: every container's files",
+    "/var/lib/containers": "podman's and CRI-O's state: every container's files",
+    "/var/lib/kubelet": "the kubelet's state: every pod's secrets",
+}
+#: A socket by one of these names is a container engine's API — root on the host — wherever it lives.
+ENGINE_SOCKETS = frozenset(
+    {"docker.sock", "containerd.sock", "podman.sock", "crio.sock", "cri-dockerd.sock", "dockershim.sock", "buildkitd.sock"}
+)
+
+
+def clean_path(path: str) -> str:
+    """An absolute path as the engine cleans a bind source (Go's ``filepath.Clean``): one leading
+    slash, no empty, ``.`` or ``..`` components, ``..`` at the root staying there.
+
+    Written here because :func:`os.path.normpath` keeps a leading ``//`` (POSIX leaves it to the
+    system), which the engine does not: ``//var/run/docker.sock`` is ``/var/run/docker.sock`` to it.
+    """
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def host_path_problem(source: str, policy: Policy, *, where: str, device: bool = False) -> str | None:
+    """Why bind-mounting host path *source* would give the container the host; None when it would not.
+
+    *source* is read as the engine reads it: cleaned (:func:`clean_path`), then resolved on this
+    host (:func:`os.path.realpath`: the engine follows symlinks when it mounts). Both spellings must
+    pass — a refused path (:data:`REFUSED_HOST_PATHS`, compared component by component, so
+    ``/etcetera`` is not ``/etc``), a path inside one or a directory that holds one, a socket named
+    like a container engine's (:data:`ENGINE_SOCKETS`), or (resolved) any Unix socket — unless it is
+    inside a path the policy's ``allowed-host-paths`` lists. *where* names the option in the message;
+    *device*: *source* is a device passed through (``devices``), not a bind mount.
+    """
+    if not source.startswith("/"):
+        return (f"{where}: the bind source {source!r} is not an absolute host path (the engine refuses relative "
+                "bind sources); give the absolute path of a directory of your own")
+    if "\x00" in source:
+        return f"{where}: the bind source {source!r} holds a NUL byte"
+    lexical = clean_path(source)
+    resolved = _resolve(lexical)
+    allowed = _allowed_paths(policy)
+    for spelling, on_disk in ((lexical, False), (resolved, True)):
+        reason = _refusal(spelling, on_disk=on_disk)
+        if reason is None or any(_within(spelling, base) for base in allowed):
+            continue
+        shown = repr(source) if spelling == source else f"{source!r} (the host's {spelling})"
+        verb, instead = ("passes the host device", "leave the device out") if device else (
+            "bind-mounts", "mount a directory of your own instead")
+        return (f"{where} {verb} {shown}: {reason}, which gives the container the host. Fix: {instead}; if the "
+                f"task truly needs it, list it under allowed-host-paths = [{lexical!r}] in the policy")
+    return None
+
+
+def _refusal(path: str, *, on_disk: bool) -> str | None:
+    if path == "/":
+        return "/ is the host's whole filesystem"
+    name = path.rsplit("/", 1)[-1]
+    if name in ENGINE_SOCKETS:
+        return f"{name} is a container engine's API socket (whoever reaches it is root on the host)"
+    for base, what in REFUSED_HOST_PATHS.items():
+        if _within(path, base):
+            return f"{base} is {what}"
+        if _within(base, path):
+            return f"it holds {base}, {what}"
+    if on_disk and _is_socket(path):
+        return "it is a Unix socket, a door into a host service (a container engine's API is root on the host)"
+    return None
+
+
+def _within(path: str, base: str) -> bool:
+    """*path* is *base* or inside it, component by component (``/etcetera`` is not inside ``/etc``)."""
+    return base == "/" or path == base or path.startswith(base + "/")
+
+
+def _resolve(path: str) -> str:
+    """*path* with every symlink resolved on this host, as the engine resolves it when it mounts."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return path
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _allowed_paths(policy: Policy) -> set[str]:
+    """The policy's ``allowed-host-paths``, cleaned; and resolved on this host too, but only for an entry
+    the rule refuses (``/var/run/docker.sock`` is ``/run/docker.sock``). An entry the rule would pass
+    anyway is never widened by what it resolves to: a symlink planted at an allowed ``/srv/shared``
+    pointing at ``/`` must not allow every path."""
+    out: set[str] = set()
+    for path in policy.allowed_host_paths:
+        lexical = clean_path(path)
+        out.add(lexical)
+        if _refusal(lexical, on_disk=True) is not None:
+            out.add(_resolve(lexical))
+    return out
+
+
+def requested_mount_violations(options: Mapping[str, Any], policy: Policy) -> list[str]:
+    """The host paths that Docker create / host-config keyword arguments (the docker SDK's names) would
+    bind: ``mounts`` (``docker.types.Mount`` or Engine API dicts), ``binds`` and ``volumes``
+    (``"SRC:DST[:MODE]"`` strings or ``{SRC: {"bind": DST}}``), ``devices`` (``"HOST[:CONTAINER[:PERMS]]"``)."""
+    problems: list[str] = []
+    for key in ("binds", "volumes"):
+        problems.extend(_binds_violations(options.get(key), policy, key))
+    problems.extend(_mounts_violations(options.get("mounts"), policy, "mounts"))
+    problems.extend(_devices_violations(options.get("devices"), policy, "devices"))
+    return problems
+
+
+def _binds_violations(binds: Any, policy: Policy, key: str) -> list[str]:
+    """``SRC:DST[:MODE]`` entries split as the engine splits them on Linux (on every ``:``): one part is an
+    anonymous volume, a source that starts with ``/`` a host path, a volume name a named volume."""
+    if not binds:
+        return []
+    entries = list(binds.items()) if isinstance(binds, Mapping) else [(entry, None) for entry in binds]
+    problems: list[str] = []
+    for index, (entry, _) in enumerate(entries):
+        text = entry.decode("utf-8", "replace") if isinstance(entry, bytes) else str(entry)
+        where = f"{key}[{index}] {text!r}"
+        parts = text.split(":")
+        if isinstance(binds, Mapping):
+            source = text  # {SRC: {"bind": DST, "mode": MODE}}
+        elif len(parts) > 1:
+            source = parts[0]
+        else:
+            continue  # "/data": an anonymous volume, nothing of the host
+        if not source.startswith("/") and _VOLUME_NAME.fullmatch(source):
+            continue  # a named volume
+        problem = host_path_problem(source, policy, where=where)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _mounts_violations(mounts: Any, policy: Policy, key: str) -> list[str]:
+    """Mount entries (``docker.types.Mount``, Engine API dicts, the provider's keyword dicts; keys read
+    case-blind, every spelling of a key checked, as Go's decoder may take any of them)."""
+    problems: list[str] = []
+    for index, mount in enumerate(mounts or ()):
+        if not isinstance(mount, Mapping):
+            problems.append(f"{key}[{index}] {mount!r} is not a mount: give a docker.types.Mount(target=…, source=…, "
+                            "type='bind') (the engine cannot read a string here)")
+            continue
+        kinds = {str(t).lower() for t in _values(mount, "type")}
+        target = next((str(t) for t in (*_values(mount, "target"), *_values(mount, "destination")) if t), "?")
+        where = f"{key}[{index}] (-> {target})"
+        for source in _values(mount, "source"):
+            if not isinstance(source, str) or not source:
+                continue
+            if "bind" in kinds or (source.startswith("/") and not kinds & {"volume", "tmpfs", "npipe"}):
+                problem = host_path_problem(source, policy, where=where)
+                if problem:
+                    problems.append(problem)
+        for device in _volume_devices(mount):  # the local driver's type=none,o=bind,device=PATH binds PATH
+            problem = host_path_problem(device, policy, where=f"{where} volume driver option device")
+            if problem:
+                problems.append(problem)
+    return problems
+
+
+def _volume_devices(mount: Mapping[str, Any]) -> list[str]:
+    configs = [c for options in _values(mount, "volumeoptions") if isinstance(options, Mapping)
+               for c in _values(options, "driverconfig")]
+    configs += list(_values(mount, "driverconfig"))
+    return [str(device) for config in configs if isinstance(config, Mapping)
+            for options in _values(config, "options") if isinstance(options, Mapping)
+            for device in _values(options, "device") if isinstance(device, str) and device.startswith("/")]
+
+
+def _devices_violations(devices: Any, policy: Policy, key: str) -> list[str]:
+    problems: list[str] = []
+    for index, device in enumerate(devices or ()):
+        paths = _values(device, "pathonhost") if isinstance(device, Mapping) else [str(device).split(":")[0]]
+        for path in paths:
+            problem = host_path_problem(str(path), policy, where=f"{key}[{index}]", device=True)
+            if problem:
+                problems.append(problem)
+    return problems
+
+
+def _values(mapping: Mapping[str, Any], name: str) -> list[Any]:
+    """Every value of *mapping* whose key is *name* ignoring case and underscores (``Source``, ``source``)."""
+    return [value for key, value in mapping.items() if isinstance(key, str) and key.replace("_", "").lower() == name]
 
 
 # -- Kubernetes ---------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ Defaults live here and only here. A policy comes from a TOML file of its own
     immutable-tags = ["rel-\\d+"]
     resolve-user-names = true             # Docker: USER app is resolved in the image's /etc/passwd (false: refused)
     allowed-capabilities = []             # capabilities a task may add back (cap_add / capabilities.add)
+    allowed-host-paths = []               # Docker: host paths a task may bind-mount although they give away
+                                          # the host (the engine's socket, /etc, /proc, …; see _hardening)
 
     [checks]                              # [tool.imagegate.checks] in pyproject.toml
     pinned = "enforce"                    # enforce | warn | off
@@ -128,6 +130,7 @@ class Policy:
     platform: Platform = DEFAULT_PLATFORM
     resolve_user_names: bool = True
     allowed_capabilities: tuple[str, ...] = ()
+    allowed_host_paths: tuple[str, ...] = ()
     source: str | None = None
     _registry_globs: tuple[Glob, ...] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -135,6 +138,9 @@ class Policy:
         object.__setattr__(self, "_registry_globs", tuple(Glob(p.lower()) for p in self.allowed_registries))
         caps = tuple(_capability(c, self.source) for c in self.allowed_capabilities)
         object.__setattr__(self, "allowed_capabilities", caps)
+        for index, path in enumerate(self.allowed_host_paths):
+            _host_path(path, self.source, f"allowed-host-paths[{index}]")
+        object.__setattr__(self, "allowed_host_paths", tuple(self.allowed_host_paths))
 
     def mode(self, check: str) -> Mode:
         return self.checks.get(check, Mode.ENFORCE)
@@ -163,6 +169,12 @@ class Policy:
                 out.append(f"waiver {index} matches every image: {waiver.describe()}; narrow its reference")
             if waiver.covers_every_check:
                 out.append(f"waiver {index} waives every check: {waiver.describe()}; list the checks it waives")
+        for path in self.allowed_host_paths:
+            what = "every host path" if path.strip("/") == "" else repr(path)
+            out.append(
+                f"allowed-host-paths lets Docker tasks bind-mount {what}, which imagegate refuses by default because "
+                "it can give a container the host; keep the list to what a task truly needs"
+            )
         return tuple(out)
 
     def registry_allowed(self, registry: str) -> bool:
@@ -219,6 +231,7 @@ class Policy:
             platform=_platform(platform, source),
             resolve_user_names=names,
             allowed_capabilities=_strings(keys.get("allowed-capabilities", []), "allowed-capabilities", source),
+            allowed_host_paths=_strings(keys.get("allowed-host-paths", []), "allowed-host-paths", source),
             source=source,
         )
 
@@ -261,6 +274,7 @@ _TOP_KEYS = frozenset(
         "platform",
         "resolve-user-names",
         "allowed-capabilities",
+        "allowed-host-paths",
     }
 )
 _WAIVER_KEYS = frozenset({"reference", "checks", "reason", "expires"})
@@ -375,6 +389,12 @@ def _capability(value: str, source: str | None) -> str:
     if not isinstance(value, str) or not _CAPABILITY.fullmatch(value.upper()) or value.upper() in ("ALL", "CAP_ALL"):
         raise PolicyError(f"{value!r} is not a capability name such as NET_BIND_SERVICE", source=source, key="allowed-capabilities")
     return value.upper().removeprefix("CAP_")
+
+
+def _host_path(value: Any, source: str | None, key: str) -> None:
+    """An ``allowed-host-paths`` entry: an absolute host path (the engine refuses relative bind sources)."""
+    if not isinstance(value, str) or not value.startswith("/") or "\x00" in value:
+        raise PolicyError(f"{value!r} is not an absolute host path such as '/var/run/docker.sock'", source=source, key=key)
 
 
 def merge_insecure(policy: Policy, extra: Iterable[str]) -> tuple[str, ...]:

@@ -6,8 +6,8 @@
         -> docker_launch()      pinned digest, hardened host config, imagegate's labels (pure)
         -> pull by digest       only when the engine does not have it (progress to ``progress``)
         -> create               nothing runs yet
-        -> verify               the engine's image id is the checked digest (LaunchPlan.verify) and its
-                                HostConfig holds the hardening (docker_violations): else removed, unstarted
+        -> verify               the engine's record: the checked digest, a HostConfig and mounts that hold
+                                the hardening, the checked user (verify_container): else removed, unstarted
         -> attach, start        stdout and stderr copied to two streams as they come
         -> wait, remove         the container's exit status; removed unless RunSpec.remove is False
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from imagegate._errors import ImagegateError, typed_errors
-from imagegate._gate import LaunchMismatch
-from imagegate._hardening import HardeningError, docker_violations
+from imagegate._gate import LaunchMismatch, verify_container
+from imagegate._hardening import HardeningError
 from imagegate._policy import Policy
 from imagegate._runspec import DockerLaunch, RunSpec, docker_launch, launch_filter
 
@@ -92,7 +92,8 @@ def run_container(
     Raises:
         RunOptionError, HardeningError: the spec is refused (nothing was created).
         LaunchMismatch: the engine created the container from another image (removed, never started).
-        HardeningError: the created container's HostConfig lacks the hardening (removed, never started).
+        HardeningError: the created container's HostConfig or mounts break the hardening, or it runs as
+            another user than the checked one (``.container`` set; removed, never started).
         RunError: the engine failed (``stage``); the container was removed unless kept.
     """
     policy = policy or Policy()
@@ -194,17 +195,13 @@ def _create(api: Any, launch: DockerLaunch) -> str:
 
 
 def _verify(api: Any, plan: LaunchPlan, policy: Policy, container: str) -> str:
-    """The engine's record of the created container: the checked image, hardened. Returns its image id."""
+    """The engine's record of the created container: the checked image, hardened, as the checked user
+    (:func:`~imagegate._gate.verify_container`, as in every Docker door). Returns its image id."""
     try:
         attrs = api.inspect_container(container)
     except _engine() as exc:
         raise RunError(f"cannot inspect the created container: {_explain(exc)}", stage="create", container=container) from None
-    image_id = str(attrs.get("Image") or "")
-    plan.verify(image_id, container=container)
-    problems = docker_violations(attrs.get("HostConfig") or {}, policy)
-    if problems:
-        raise HardeningError([f"the engine created {container[:12]} with {p}" for p in problems], runtime="docker")
-    return image_id
+    return verify_container(attrs, plan, policy)  # on a refusal run_container discards it by its launch label
 
 
 def _attach_start_wait(control: Any, streaming: Any, container: str, stdout: IO[bytes] | None,

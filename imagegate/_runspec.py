@@ -317,7 +317,7 @@ def docker_launch(plan: LaunchPlan, spec: RunSpec, policy: Policy, *, launch_id:
     host = harden_docker(spec.host_options(), policy)
     if not host.get("privileged"):
         host.pop("privileged", None)
-    labels = {**dict(spec.labels), **container_labels(plan, orchestrator=orchestrator, task=task, launch_id=launch_id)}
+    labels = container_labels(plan, orchestrator=orchestrator, task=task, launch_id=launch_id, given=spec.labels)
     create: dict[str, Any] = {"image": plan.launch, "labels": labels}  # no TTY, no stdin: stdout and stderr stay apart
     if spec.command is not None:
         create["command"] = list(spec.command)

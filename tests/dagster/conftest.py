@@ -147,3 +147,16 @@ def pipes_image(stack: Stack, docker_client: Any, wordcount_image: str) -> str:
     pinned = push(docker_client, stack, local, "dagster/pipes-job", tag)
     docker_client.images.remove(local, noprune=True)
     return pinned.split("@")[0]
+
+
+def job_words() -> int:
+    """What the example job prints as "words" when it counts its own source (its default input).
+
+    Computed from the file as the job computes it, so an edit to the job does not break the tests. The
+    file is ASCII, so the job's unidecode folding changes nothing.
+    """
+    import re
+
+    text = (ROOT / "example_dags" / "jobs" / "wordcount" / "job.py").read_text(encoding="utf-8")
+    assert text.isascii(), "the example job's source must stay ASCII for this count"
+    return len(re.findall(r"[a-z']+", text.lower()))

@@ -1,19 +1,28 @@
 """The same behaviour through every door onto the one gate.
 
-Four doors — the Airflow Docker operator and Kubernetes operator (run with ``airflow dags test``),
-the Dagster Docker and Kubernetes Pipes clients (``dg.materialize``) — get the same cases against
-the real Docker Engine, registry and Kubernetes test cluster:
+Five doors — the Airflow Docker operator and Kubernetes operator (run with ``airflow dags test``),
+the Dagster Docker and Kubernetes Pipes clients (``dg.materialize``), and ``imagegate run`` (the
+command line) — get the same cases against the real Docker Engine, registry and Kubernetes test cluster:
 
 - **refusals**: a root image and a mutable tag are refused naming the check, and nothing is created;
 - **hardening**: a good image runs, and what the runtime reports for it (the container's
-  ``HostConfig``; the pod as the API server stored it) satisfies imagegate's rule set;
+  ``HostConfig``; the pod as the API server stored it) satisfies imagegate's rule set; a bind mount
+  of the engine's socket (through a symlink) is refused by every Docker door and nothing is created;
 - **launch verification**: the runtime runs the checked digest; and when the launch is tampered with
   through the door's own extension point (a subclass, a provider callback, a patch of the stored
-  pod), the door refuses it and removes what was created.
+  pod, a wrapper around the engine client), the door refuses it and removes what was created —
+  for the image on every door, and on every Docker door for a ``HostConfig`` changed after
+  imagegate hardened it (privileged, the engine's socket bound): the engine's record decides,
+  not the request, and the container is removed without ever starting.
+
+A door takes a *variant*: ``""`` (as written), ``"tamper"`` (another image after the gate),
+``"tamper-host"`` (a weaker host config after the hardening; Docker doors) or ``"docker-sock"``
+(a task that asks to bind-mount the engine's socket; Docker doors).
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
 import datetime as dt
+import io
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -26,7 +35,7 @@ import pytest
 import imagegate
 from dagster_integration import ImagegateDockerClient, ImagegateK8sClient, ImagegateResource
 from tests.airflow.conftest import AirflowHome, airflow_home  # noqa: F401 - fixture
-from tests.integration.conftest import Stack, build_and_push, docker_client, stack, unique  # noqa: F401 - fixtures
+from tests.integration.conftest import Stack, build_and_push, docker_client, run_cli, stack, unique  # noqa: F401 - fixtures
 from tests.k8s.conftest import K8sCluster, k8s_cluster  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.k8s, pytest.mark.integration]
@@ -62,6 +71,7 @@ class Outcome:
     hardening: list[str] = field(default_factory=list)  # what the runtime's record breaks
     running: list[str] = field(default_factory=list)  # what the runtime reports running (image ids / imageIDs)
     gone: bool = True  # everything created was removed again (only meaningful for a refused launch)
+    started: list[str] = field(default_factory=list)  # Docker: the created containers the engine started
 
 
 @dataclass
@@ -75,16 +85,29 @@ class Ctx:
 
 # -- Docker doors ----------------------------------------------------------------------------------------
 
+TAMPERED_HOST = {"Privileged": True, "Binds": ["/var/run/docker.sock:/sock"]}  # what "tamper-host" adds after hardening
 
-def _docker_record(docker_client: Any, repo: str, since: dt.datetime) -> tuple[list[str], list[str], list[str], bool]:
-    """(created container ids, hardening problems, image ids, all removed) for containers of *repo* since *since*."""
+
+def _engine_socket(ctx: Ctx) -> str:
+    """A symlink to the engine's socket: the engine follows it when it mounts, so imagegate must too."""
+    link = ctx.tmp / "sock-link"
+    if not link.is_symlink():
+        link.symlink_to("/var/run/docker.sock")
+    return str(link)
+
+
+def _docker_record(docker_client: Any, repo: str, since: dt.datetime) -> Outcome:
+    """The created container ids, hardening problems, image ids, whether all were removed and which were
+    started, for containers of *repo* since *since* (everything but ``ok`` and ``error``)."""
     import docker
 
     time.sleep(1.1)
     until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
-    created = [e["id"] for e in docker_client.events(since=since, until=until, decode=True,
-                                                      filters={"type": "container", "event": "create"})
-               if repo in (e.get("Actor") or {}).get("Attributes", {}).get("image", "")]
+    seen = [e for e in docker_client.events(since=since, until=until, decode=True,
+                                            filters={"type": "container", "event": ["create", "start"]})
+            if repo in (e.get("Actor") or {}).get("Attributes", {}).get("image", "")]
+    created = [e["id"] for e in seen if e.get("status", e.get("Action")) == "create"]
+    started = [e["id"] for e in seen if e.get("status", e.get("Action")) == "start"]
     problems: list[str] = []
     running: list[str] = []
     gone = True
@@ -97,14 +120,20 @@ def _docker_record(docker_client: Any, repo: str, since: dt.datetime) -> tuple[l
         problems += imagegate.docker_violations(info["HostConfig"], imagegate.Policy())
         running.append(info["Image"])
         docker_client.api.remove_container(cid, force=True)
-    return created, problems, running, gone
+    return Outcome(False, "", created, problems, running, gone, started)
 
 
-def airflow_docker(ctx: Ctx, image: str, tamper: bool) -> Outcome:
+def _outcome(ok: bool, error: str, record: Outcome) -> Outcome:
+    record.ok, record.error = ok, error
+    return record
+
+
+def airflow_docker(ctx: Ctx, image: str, variant: str) -> Outcome:
     dag_id = unique("door_af_docker").replace("-", "_")
     operator = "ImagegateDockerOperator"
     prelude = ""
-    if tamper:
+    extra = ""
+    if variant == "tamper":
         operator = "Tampered"
         prelude = textwrap.dedent(f'''
             class Tampered(ImagegateDockerOperator):
@@ -112,6 +141,30 @@ def airflow_docker(ctx: Ctx, image: str, tamper: bool) -> Outcome:
                     self.image = {ctx.images.other!r}  # after the gate, before the launch
                     return super().launch(context)
             ''')
+    elif variant == "tamper-host":
+        operator = "Tampered"
+        prelude = textwrap.dedent(f'''
+            class Tampered(ImagegateDockerOperator):
+                @property
+                def cli(self):  # the engine client the provider calls, wrapped after imagegate's
+                    gated = super().cli
+
+                    class AfterHardening:
+                        def __getattr__(self, name):
+                            return getattr(gated, name)
+
+                        def create_host_config(self, **kwargs):
+                            host = gated.create_host_config(**kwargs)  # hardened by imagegate…
+                            host.update({TAMPERED_HOST!r})  # …and weakened after it
+                            return host
+
+                    return AfterHardening()
+            ''')
+    elif variant == "docker-sock":
+        prelude = "from docker.types import Mount"
+        extra = f"mounts=[Mount(source={_engine_socket(ctx)!r}, target='/sock', type='bind')],"
+    elif variant:
+        raise ValueError(variant)
     source = textwrap.dedent('''
         import pendulum
         from airflow.sdk import dag
@@ -119,33 +172,88 @@ def airflow_docker(ctx: Ctx, image: str, tamper: bool) -> Outcome:
         {prelude}
         @dag(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)
         def d():
-            {operator}(task_id="t", image={image!r}, auto_remove="never", mount_tmp_dir=False)
+            {operator}(task_id="t", image={image!r}, auto_remove="never", mount_tmp_dir=False, {extra})
         d()
-        ''').format(prelude=prelude, dag_id=dag_id, operator=operator, image=image)
+        ''').format(prelude=prelude, dag_id=dag_id, operator=operator, image=image,
+                     extra=extra)
     dags = ctx.tmp / dag_id
     dags.mkdir()
     (dags / f"{dag_id}.py").write_text(source)
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
     result = ctx.airflow.dags_test(dag_id, dags)
-    created, problems, running, gone = _docker_record(ctx.docker, ctx.images.repo, since)
-    return Outcome(result.returncode == 0, result.stdout + result.stderr, created, problems, running, gone)
+    return _outcome(result.returncode == 0, result.stdout + result.stderr, _docker_record(ctx.docker, ctx.images.repo, since))
 
 
-def dagster_docker(ctx: Ctx, image: str, tamper: bool) -> Outcome:
+def dagster_docker(ctx: Ctx, image: str, variant: str) -> Outcome:
+    other = ctx.images.other
+
     class Tampered(ImagegateDockerClient):
         def _create_container(self, client: Any, image: str, *args: Any, **kwargs: Any) -> Any:
-            return super()._create_container(client, ctx.images.other, *args, **kwargs)
+            if variant == "tamper":
+                image = other
+            else:  # tamper-host: container_kwargs as imagegate hardened them, then weakened
+                kwargs["container_kwargs"] = {**(kwargs.get("container_kwargs") or {}), "privileged": True,
+                                              "volumes": ["/var/run/docker.sock:/sock"]}
+            return super()._create_container(client, image, *args, **kwargs)
+
+    container_kwargs = {"volumes": [f"{_engine_socket(ctx)}:/sock"]} if variant == "docker-sock" else None
+    if variant not in ("", "tamper", "tamper-host", "docker-sock"):
+        raise ValueError(variant)
 
     @dg.asset(name=unique("door_dg_docker").replace("-", "_"))
     def job(context: dg.AssetExecutionContext, pipes: ImagegateDockerClient):  # dagster reads the annotations
-        return pipes.run(context=context, image=image).get_materialize_result()
+        return pipes.run(context=context, image=image, container_kwargs=container_kwargs).get_materialize_result()
 
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
-    client = (Tampered if tamper else ImagegateDockerClient)(remove=False)
+    client = (Tampered if variant.startswith("tamper") else ImagegateDockerClient)(remove=False)
     result = dg.materialize([job], resources={"pipes": client}, raise_on_error=False)
     error = "" if result.success else str(result.get_step_failure_events()[0].event_specific_data.error)
-    created, problems, running, gone = _docker_record(ctx.docker, ctx.images.repo, since)
-    return Outcome(result.success, error, created, problems, running, gone)
+    return _outcome(result.success, error, _docker_record(ctx.docker, ctx.images.repo, since))
+
+
+class _TamperingEngine:
+    """The engine client ``imagegate run``'s core (``run_container``) takes, changing the create after
+    imagegate built and hardened it: another image ("tamper"), or a weaker host config ("tamper-host")."""
+
+    def __init__(self, api: Any, variant: str, other: str) -> None:
+        self._api, self._variant, self._other = api, variant, other
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+    def create_host_config(self, **kwargs: Any) -> Any:
+        host = self._api.create_host_config(**kwargs)
+        if self._variant == "tamper-host":
+            host.update(TAMPERED_HOST)
+        return host
+
+    def create_container(self, **kwargs: Any) -> Any:
+        if self._variant == "tamper":
+            kwargs["image"] = self._other
+        return self._api.create_container(**kwargs)
+
+
+def cli_docker(ctx: Ctx, image: str, variant: str) -> Outcome:
+    """``imagegate run`` as a user runs it; a tampered launch goes through the core run the command calls,
+    with a wrapped engine client (the command takes none: its extension point is the Python API)."""
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    if variant in ("tamper", "tamper-host"):
+        policy = imagegate.Policy()
+        try:
+            plan = imagegate.plan_launch(imagegate.ImageSource(image=image), policy=policy)
+            out = io.BytesIO()
+            imagegate.run_container(plan, imagegate.RunSpec(remove=False), policy=policy, stdout=out, stderr=out,
+                                    client=_TamperingEngine(ctx.docker.api, variant, ctx.images.other))
+            ok, error = True, ""
+        except imagegate.ImagegateError as exc:
+            ok, error = False, str(exc)
+    elif variant in ("", "docker-sock"):
+        mount = ["-v", f"{_engine_socket(ctx)}:/sock"] if variant == "docker-sock" else []
+        result = run_cli("run", "--keep", *mount, image, cwd=ctx.tmp)  # kept: its record is read below
+        ok, error = result.returncode == 0, result.stdout + result.stderr
+    else:
+        raise ValueError(variant)
+    return _outcome(ok, error, _docker_record(ctx.docker, ctx.images.repo, since))
 
 
 # -- Kubernetes doors ------------------------------------------------------------------------------------
@@ -176,7 +284,10 @@ def _pod_record(cluster: K8sCluster, suite: str) -> tuple[list[str], list[str], 
     return names, problems, running, not any(p.metadata.deletion_timestamp is None for p in pods)
 
 
-def airflow_kubernetes(ctx: Ctx, image: str, tamper: bool) -> Outcome:
+def airflow_kubernetes(ctx: Ctx, image: str, variant: str) -> Outcome:
+    if variant not in ("", "tamper"):
+        raise ValueError(variant)
+    tamper = variant == "tamper"
     cluster = ctx.cluster
     dag_id = unique("door_af_k8s").replace("-", "_")
     suite = unique("s")
@@ -215,8 +326,12 @@ def airflow_kubernetes(ctx: Ctx, image: str, tamper: bool) -> Outcome:
     return Outcome(result.returncode == 0, result.stdout + result.stderr, names, problems, running, gone)
 
 
-def dagster_kubernetes(ctx: Ctx, image: str, tamper: bool) -> Outcome:
+def dagster_kubernetes(ctx: Ctx, image: str, variant: str) -> Outcome:
     import contextlib
+
+    if variant not in ("", "tamper"):
+        raise ValueError(variant)
+    tamper = variant == "tamper"
 
     cluster = ctx.cluster
     suite = unique("s")
@@ -246,12 +361,14 @@ def dagster_kubernetes(ctx: Ctx, image: str, tamper: bool) -> Outcome:
     return Outcome(result.success, error, names, problems, running, gone)
 
 
-DOORS: dict[str, Callable[[Ctx, str, bool], Outcome]] = {
+DOORS: dict[str, Callable[[Ctx, str, str], Outcome]] = {
     "airflow-docker": airflow_docker,
     "airflow-kubernetes": airflow_kubernetes,
+    "cli-docker": cli_docker,
     "dagster-docker": dagster_docker,
     "dagster-kubernetes": dagster_kubernetes,
 }
+DOCKER_DOORS = sorted(door for door in DOORS if door.endswith("-docker"))
 
 
 @pytest.fixture
@@ -269,7 +386,7 @@ def ctx(images: Images, docker_client: Any, k8s_cluster: K8sCluster, airflow_hom
 @pytest.mark.parametrize(("case", "check"), [("root", "non-root"), ("mutable", "pinned")])
 def test_every_door_refuses_the_same_images_and_creates_nothing(ctx: Ctx, door: str, case: str, check: str) -> None:
     image = ctx.images.root if case == "root" else ctx.images.mutable
-    outcome = DOORS[door](ctx, image, False)
+    outcome = DOORS[door](ctx, image, "")
     assert not outcome.ok
     assert "REFUSED" in outcome.error or "refused" in outcome.error, outcome.error[-3000:]
     assert check in outcome.error
@@ -278,7 +395,7 @@ def test_every_door_refuses_the_same_images_and_creates_nothing(ctx: Ctx, door: 
 
 @pytest.mark.parametrize("door", sorted(DOORS))
 def test_every_door_launches_the_checked_digest_hardened(ctx: Ctx, door: str) -> None:
-    outcome = DOORS[door](ctx, ctx.images.good, False)
+    outcome = DOORS[door](ctx, ctx.images.good, "")
     assert outcome.ok, outcome.error[-3000:]
     assert len(outcome.created) == 1
     assert outcome.hardening == [], outcome.hardening
@@ -288,7 +405,29 @@ def test_every_door_launches_the_checked_digest_hardened(ctx: Ctx, door: str) ->
 
 @pytest.mark.parametrize("door", sorted(DOORS))
 def test_every_door_refuses_a_tampered_launch_and_removes_it(ctx: Ctx, door: str) -> None:
-    outcome = DOORS[door](ctx, ctx.images.good, True)
+    outcome = DOORS[door](ctx, ctx.images.good, "tamper")
     assert not outcome.ok
     assert "not the checked image" in outcome.error or "unchecked image" in outcome.error, outcome.error[-3000:]
     assert outcome.gone, f"{door} left {outcome.created} behind"
+    assert outcome.started == [], f"{door} started {outcome.started}"
+
+
+@pytest.mark.parametrize("door", DOCKER_DOORS)
+def test_every_docker_door_refuses_a_bind_of_the_engines_socket_and_creates_nothing(ctx: Ctx, door: str) -> None:
+    outcome = DOORS[door](ctx, ctx.images.good, "docker-sock")
+    assert not outcome.ok
+    assert "docker.sock is a container engine's API socket" in outcome.error, outcome.error[-3000:]
+    assert "sock-link" in outcome.error and "allowed-host-paths" in outcome.error  # names the mount and the fix
+    assert outcome.created == [], f"{door} created {outcome.created} for a refused mount"
+
+
+@pytest.mark.parametrize("door", DOCKER_DOORS)
+def test_every_docker_door_checks_the_engines_record_of_the_host_config(ctx: Ctx, door: str) -> None:
+    """The request was hardened; what the engine recorded was not. The record decides: removed, never started."""
+    outcome = DOORS[door](ctx, ctx.images.good, "tamper-host")
+    assert not outcome.ok
+    assert "HostConfig.Privileged is true" in outcome.error, outcome.error[-3000:]
+    assert "docker.sock is a container engine's API socket" in outcome.error
+    assert "removed without starting" in outcome.error
+    assert len(outcome.created) == 1 and outcome.gone, f"{door} left {outcome.created} behind"
+    assert outcome.started == [], f"{door} started {outcome.started}"

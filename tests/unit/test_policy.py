@@ -196,3 +196,30 @@ def test_resolve_user_names_is_a_boolean(tmp_path: Path) -> None:
     assert Policy.from_mapping({"resolve-user-names": False}).resolve_user_names is False
     with pytest.raises(PolicyError, match="resolve-user-names"):
         Policy.from_mapping({"resolve-user-names": "no"})
+
+
+def test_allowed_host_paths_load_from_a_file_and_are_announced(tmp_path: Path) -> None:
+    policy = Policy.load(write(tmp_path / "imagegate.toml", 'allowed-host-paths = ["/var/run/docker.sock", "/"]\n'))
+    assert policy.allowed_host_paths == ("/var/run/docker.sock", "/")
+    notices = policy.notices()
+    assert len(notices) == 2 and "bind-mount '/var/run/docker.sock'" in notices[0] and "every host path" in notices[1]
+    assert Policy(allowed_host_paths=("/srv/data",)).allowed_host_paths == ("/srv/data",)
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "message"),
+    [
+        (["var/run/docker.sock"], "allowed-host-paths[0]", "not an absolute host path"),
+        (["/ok", "./data"], "allowed-host-paths[1]", "not an absolute host path"),
+        (["/a\x00b"], "allowed-host-paths[0]", "not an absolute host path"),
+        ([""], "allowed-host-paths[0]", "non-empty string"),
+        ([3], "allowed-host-paths[0]", "non-empty string"),
+        ("/var/run/docker.sock", "allowed-host-paths", "must be a list"),
+    ],
+)
+def test_bad_allowed_host_paths_name_the_entry(value: object, key: str, message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        Policy.from_mapping({"allowed-host-paths": value}, source="imagegate.toml")
+    assert caught.value.key == key and message in str(caught.value) and caught.value.source == "imagegate.toml"
+    with pytest.raises(PolicyError):
+        Policy(allowed_host_paths=("relative/path",))

@@ -135,6 +135,32 @@ def test_main_refuses_a_weakening_option_before_asking_any_registry(capsys: pyte
     assert code == 2 and error["type"] == "HardeningError" and "privileged" in error["message"]
 
 
+def test_main_refuses_a_bind_of_the_engines_socket_before_asking_any_registry(capsys: pytest.CaptureFixture[str],
+                                                                               tmp_path: Path) -> None:
+    sock = tmp_path / "docker.sock"  # any file by that name: an engine socket wherever it lives, and through a symlink
+    sock.touch()
+    (tmp_path / "link").symlink_to(sock)
+    for flag in (["-v", "./link:/var/run/docker.sock"], ["--mount", f"type=bind,source={sock},target=/s"]):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(tmp_path)
+            code = main(["run", "--json", *flag, "127.0.0.1:1/team/etl:1.0.0"])
+        error = json.loads(capsys.readouterr().out)["error"]
+        assert code == 2 and error["type"] == "HardeningError", error
+        assert "docker.sock is a container engine's API socket" in error["message"]
+        assert "allowed-host-paths" in error["message"] and "nothing was created" in error["message"]
+
+
+def test_a_bind_the_policy_allows_is_passed_on(plan: LaunchPlan, tmp_path: Path) -> None:
+    sock = tmp_path / "docker.sock"
+    sock.touch()
+    spec = RunSpec(binds=(Bind(str(sock), "/var/run/docker.sock"),))
+    with pytest.raises(HardeningError, match="docker.sock"):
+        docker_launch(plan, spec, Policy(), launch_id="L")
+    launch = docker_launch(plan, spec, Policy(allowed_host_paths=(str(sock),)), launch_id="L")
+    assert launch.host_config["mounts"] == [{"Type": "bind", "Source": str(sock), "Target": "/var/run/docker.sock",
+                                             "ReadOnly": False}]
+
+
 def test_main_reads_no_option_from_the_containers_command(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["run", "--", "tool", "--json"])  # --json is the tool's: no JSON object, a usage error
     captured = capsys.readouterr()

@@ -1,6 +1,6 @@
 """Count words in a text file and print a JSON summary (the example job).
 
-Words are folded to ASCII first (``text_unidecode``, the job's one dependency), so "café" and "cafe"
+Words are folded to ASCII first (``text_unidecode``, the job's one dependency), so "caf\u00e9" and "cafe"
 count as one word.
 """
 
