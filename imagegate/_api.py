@@ -7,20 +7,22 @@ check of one reference in a process costs one manifest and one config fetch.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from typing import TYPE_CHECKING
 
-from imagegate._checks import CheckInput, evaluate
 from imagegate._errors import CheckFailed, typed_errors
 from imagegate._facts import ImageFacts, Platform
-from imagegate._policy import Backend, Mode, Policy
 from imagegate._reference import Reference, parse_reference
-from imagegate._report import Report
-from imagegate._user import is_root, parse_user
 
 if TYPE_CHECKING:
+    import datetime as dt
+
+    from imagegate._policy import Backend, Policy
     from imagegate._registry import RegistryClient
+    from imagegate._report import Report
+
+# The checks and the policy are imported where a check runs: `imagegate resolve` (one HEAD) does
+# without them, which is a sixth of its start-up.
 
 _clients: dict[tuple[str, ...], RegistryClient] = {}
 _clients_lock = threading.Lock()
@@ -42,8 +44,9 @@ def _reference(reference: str | Reference) -> Reference:
     return reference if isinstance(reference, Reference) else parse_reference(reference)
 
 
-def _platform(platform: str | Platform | None, policy: Policy) -> Platform:
+def _platform(platform: str | Platform | None, policy: Policy | None) -> Platform:
     if platform is None:
+        assert policy is not None
         return policy.platform
     return platform if isinstance(platform, Platform) else Platform.parse(platform)
 
@@ -63,7 +66,7 @@ def resolve(
     ref = _reference(reference)
     client = client or shared_client()
     if platform is not None:
-        return client.inspect(ref, _platform(platform, Policy())).pinned
+        return client.inspect(ref, _platform(platform, None)).pinned
     return ref.with_digest(client.resolve(ref).digest)
 
 
@@ -75,6 +78,8 @@ def inspect(
     client: RegistryClient | None = None,
 ) -> ImageFacts:
     """Pin *reference* and read its platform image's config."""
+    from imagegate._policy import Policy
+
     ref = _reference(reference)
     return (client or shared_client()).inspect(ref, _platform(platform, Policy()))
 
@@ -83,7 +88,7 @@ def inspect(
 def check(
     reference: str | Reference,
     *,
-    backend: str | Backend = Backend.DOCKER,
+    backend: str | Backend = "docker",
     user: str | None = None,
     policy: Policy | None = None,
     platform: str | Platform | None = None,
@@ -96,6 +101,10 @@ def check(
     request goes to a registry that is not allowed. Registry and reference
     errors propagate as :class:`~imagegate.RegistryError` / ``InvalidReference``.
     """
+    from imagegate._checks import CheckInput, evaluate
+    from imagegate._policy import Backend, Mode, Policy
+    from imagegate._report import Report
+
     policy = policy or Policy()
     ref = _reference(reference)
     chosen = _platform(platform, policy)
@@ -127,6 +136,9 @@ def check(
 
 def _needs_passwd(facts: ImageFacts, backend: Backend, user: str | None, policy: Policy) -> bool:
     """Docker resolves a user name through the image's /etc/passwd; only then is it read (layers are big)."""
+    from imagegate._policy import Backend, Mode
+    from imagegate._user import is_root, parse_user
+
     if backend is not Backend.DOCKER or policy.mode("non-root") is Mode.OFF or not policy.resolve_user_names:
         return False
     spec = parse_user(facts.user if user is None else user)
@@ -137,7 +149,7 @@ def _needs_passwd(facts: ImageFacts, backend: Backend, user: str | None, policy:
 def enforce(
     reference: str | Reference,
     *,
-    backend: str | Backend = Backend.DOCKER,
+    backend: str | Backend = "docker",
     user: str | None = None,
     policy: Policy | None = None,
     platform: str | Platform | None = None,
@@ -160,7 +172,7 @@ def enforce(
 def check_offline(
     reference: str | Reference,
     *,
-    backend: str | Backend = Backend.DOCKER,
+    backend: str | Backend = "docker",
     user: str | None = None,
     policy: Policy | None = None,
     today: dt.date | None = None,
@@ -169,6 +181,11 @@ def check_offline(
     root (or ambiguous) by its text alone. Nothing is fetched; ``non-root`` on the image itself is
     left for the real check (it is reported skipped).
     """
+    from imagegate._checks import CheckInput, evaluate
+    from imagegate._policy import Backend, Policy
+    from imagegate._report import Report
+    from imagegate._user import is_root, parse_user
+
     policy = policy or Policy()
     ref = _reference(reference)
     mode = Backend.parse(backend)

@@ -18,9 +18,7 @@ import base64
 import json
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from imagegate._errors import CredentialError, PolicyError
@@ -75,18 +73,19 @@ class DockerConfig:
         if path is None:
             directory = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
             path = os.path.join(directory, "config.json")
-        file = Path(path)
-        if not file.exists():
-            return cls({}, source=str(file))
+        file = os.fspath(path)
+        if not os.path.exists(file):
+            return cls({}, source=file)
         try:
-            data = json.loads(file.read_text(encoding="utf-8") or "{}")
+            with open(file, encoding="utf-8") as handle:
+                data = json.loads(handle.read() or "{}")
         except (OSError, ValueError) as exc:
             raise PolicyError(
-                f"cannot read docker config: {exc}; fix or remove the file", source=str(file)
+                f"cannot read docker config: {exc}; fix or remove the file", source=file
             ) from exc
         if not isinstance(data, dict):
-            raise PolicyError("docker config must be a JSON object", source=str(file))
-        return cls(data, source=str(file))
+            raise PolicyError("docker config must be a JSON object", source=file)
+        return cls(data, source=file)
 
     def credentials_for(self, registry: str) -> Credentials | None:
         """The credentials Docker would use for *registry*, or None for anonymous."""
@@ -123,6 +122,8 @@ def _from_auths_entry(entry: Mapping[str, Any], *, source: str) -> Credentials |
 
 def run_credential_helper(name: str, server_url: str, *, timeout: float = 30.0) -> Credentials | None:
     """Ask ``docker-credential-NAME`` for *server_url*; None when it has nothing stored."""
+    import subprocess  # only when a helper is configured
+
     program = f"docker-credential-{name}"
     try:
         proc = subprocess.run(
@@ -159,7 +160,7 @@ class Challenge:
         return self.params.get("realm")
 
 
-_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
+_PARAM = r'\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?'  # compiled on first use (re caches it)
 
 
 def parse_challenge(header: str) -> Challenge | None:
@@ -171,7 +172,7 @@ def parse_challenge(header: str) -> Challenge | None:
     params: dict[str, str] = {}
     pos = 0
     while pos < len(rest):
-        match = _PARAM.match(rest, pos)
+        match = re.compile(_PARAM).match(rest, pos)
         if not match or match.end() == pos:
             break
         value = match.group(2) if match.group(2) is not None else match.group(3)

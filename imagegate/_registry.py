@@ -13,26 +13,34 @@ Every manifest, config and layer received is hashed and must equal the digest as
 (:mod:`imagegate._documents`). Results are cached in-process: content by digest for the life of
 the client (it cannot change), tag → digest for ``tag_ttl`` seconds, after which a ``HEAD``
 revalidates the tag. Concurrent lookups of one key share a single request (single-flight).
+
+Across processes, content addressed by digest (manifests, configs, the ``/etc/passwd`` found in a
+layer) is also kept in the host's disk cache (:mod:`imagegate._diskcache`, verified again on every
+read), so a new process checking a known image costs one ``HEAD`` for the tag (a reference by
+digest: none): with that cache, ``inspect`` of a tag asks ``HEAD`` first and fetches the manifest
+(by tag, verified) only when the cache lacks that digest; processes that miss the same entry at
+once take turns, so one fetches it. Tags are never cached on disk.
+
 HTTP itself — TLS, deadlines, caps, retries, redirects, auth — is :mod:`imagegate._transport`'s.
 
-We talk HTTP ourselves with httpx instead of using the docker SDK: the SDK's
+We talk HTTP ourselves (:mod:`imagegate._netio`) instead of using the docker SDK: the SDK's
 ``inspect_distribution`` goes through a Docker Engine, which a scheduler or CI host may not have,
 and it neither verifies digests nor exposes the config.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import replace
-from typing import Any, Callable, Iterator, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from imagegate._auth import DockerConfig
+from imagegate._diskcache import DiskCache
 from imagegate._documents import (
     ACCEPT,
     LAYER_TYPES,
@@ -47,28 +55,47 @@ from imagegate._documents import (
     parse_manifest,
 )
 from imagegate._errors import (
+    AuthenticationError,
     DigestMismatch,
+    InsecureRegistry,
     InvalidReference,
     MalformedResponse,
+    ManifestUnknown,
     PlatformNotFound,
+    RegistryError,
+    RegistryUnreachable,
     UnsupportedManifest,
     typed_errors,
 )
 from imagegate._facts import DEFAULT_PLATFORM, ImageFacts, Platform
 from imagegate._json import DocumentError
-from imagegate._layers import LayerError, scan_layer
 from imagegate._reference import Reference, parse_digest
-from imagegate._secrets import redact_argv, redact_labels
 from imagegate._transport import DEFAULT_DEADLINE, Transport
-from imagegate._user import PasswdLookup, parse_passwd
+
+if TYPE_CHECKING:
+    import httpx
+
+    from imagegate._layers import LayerFile
+    from imagegate._user import PasswdLookup
 
 __all__ = ["Descriptor", "PasswdLookup", "RegistryClient"]
+
+
+def __getattr__(name: str) -> Any:
+    # What only `check` and `passwd` need loads with them, not with `resolve` (start-up time).
+    if name == "PasswdLookup":
+        from imagegate._user import PasswdLookup
+
+        return PasswdLookup
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # containerd's limit for manifests and indexes
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_LAYER_BYTES = 8 * 1024**3
 MAX_UNPACKED_BYTES = 32 * 1024**3
 PASSWD = "/etc/passwd"
+MAX_PASSWD_BYTES = 1 << 20  # _layers.MAX_FILE: a larger passwd file is refused when scanning
+_SCAN_KIND = "layer-file:/etc/passwd"  # what scan_layer found for PASSWD in a layer, by the layer's digest
 _FOLLOWER_WAIT = DEFAULT_DEADLINE * 3
 
 T = TypeVar("T")
@@ -156,8 +183,12 @@ class RegistryClient:
         retries: further attempts after a 429/5xx/connection error.
         backoff: first retry delay in seconds, doubled each time (with jitter), capped at
             ``max_backoff``; a ``Retry-After`` header wins. Never past the deadline.
-        tag_ttl: how long a tag → digest answer is trusted before a HEAD revalidates it.
+        tag_ttl: how long a tag → digest answer is trusted in this process before a HEAD revalidates
+            it (tags are never cached on disk).
         transport: an httpx transport (tests pass an in-process fake registry).
+        disk_cache: the host's cache of content by digest (:class:`~imagegate._diskcache.DiskCache`);
+            default: the one ``IMAGEGATE_REGISTRY_CACHE*`` describe (``~/.cache/imagegate/registry``)
+            when talking to real registries, none with an injected *transport*; ``False``: none.
     """
 
     def __init__(
@@ -175,13 +206,18 @@ class RegistryClient:
         tag_ttl: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        disk_cache: DiskCache | bool | None = None,
     ) -> None:
         if tag_ttl < 0:
             raise ValueError("tag_ttl must be >= 0")
+        if disk_cache is None:
+            disk_cache = transport is None  # an injected transport is not a registry of this host
+        self._disk: DiskCache | None = DiskCache.from_environment() if disk_cache is True else disk_cache or None
+        self._owns_disk = disk_cache is True
         self._http = Transport(
             docker_config=docker_config, insecure_registries=insecure_registries, ca_file=ca_file, certs_dir=certs_dir,
             timeout=timeout, deadline=deadline, retries=retries, backoff=backoff, max_backoff=max_backoff,
-            transport=transport, sleep=sleep,
+            transport=transport, sleep=sleep, memory=self._disk,
         )
         self._tag_ttl = tag_ttl
         self._lock = threading.Lock()
@@ -201,6 +237,11 @@ class RegistryClient:
     @property
     def deadline(self) -> float:
         return self._http.deadline
+
+    @property
+    def disk_cache(self) -> DiskCache | None:
+        """The host's cache this client reads and fills (None: in-process caching only)."""
+        return self._disk
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -227,6 +268,10 @@ class RegistryClient:
             cached = self._fresh_tag(ref)
             if cached is None and self._has_stale_tag(ref):
                 cached = self._resolve_tag(ref)
+            elif cached is None and self._disk is not None:
+                head = self._probe_tag(ref)  # one HEAD; the content may be on disk already
+                if head is not None:
+                    return self._facts_for(ref, self._manifest_for_tag(ref, head), platform)
             if cached is not None:
                 return self._facts_for(ref, cached.digest, platform)
             key = ("get-tag", ref.registry, ref.repository, ref.tag or "latest", str(platform))
@@ -254,6 +299,8 @@ class RegistryClient:
 
     def close(self) -> None:
         self._http.close()
+        if self._disk is not None and self._owns_disk:
+            self._disk.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -280,6 +327,18 @@ class RegistryClient:
     def _remember_tag(self, ref: Reference, descriptor: Descriptor) -> None:
         with self._lock:
             self._tags[self._tag_key(ref)] = (descriptor, time.monotonic() + self._tag_ttl)
+
+    def _probe_tag(self, ref: Reference) -> Descriptor | None:
+        """The tag's digest by HEAD, or None when the registry gives no usable answer to HEAD (e.g.
+        405 or 501 from a proxy): then the manifest GET by tag answers, as without a disk cache."""
+        try:
+            return self._resolve_tag(ref)
+        except (AuthenticationError, ManifestUnknown, RegistryUnreachable, InsecureRegistry):
+            raise
+        except RegistryError as exc:
+            if exc.temporary or exc.status is None:
+                raise
+            return None
 
     def _resolve_tag(self, ref: Reference, *, fresh: bool = False) -> Descriptor:
         cached = None if fresh else self._fresh_tag(ref)
@@ -312,9 +371,15 @@ class RegistryClient:
         """GET a manifest by tag or digest, verified and strictly parsed; cached by digest."""
         by_digest = target.startswith(("sha256:", "sha384:", "sha512:"))
         if by_digest:
-            cached = self._manifests.get((ref.registry, ref.repository, target))
+            cached = self._manifests.get((ref.registry, ref.repository, target)) or self._stored_manifest(ref, target)
             if cached is not None:
                 return cached  # type: ignore[no-any-return]
+            if self._disk is not None:
+                with self._disk_lock("manifest", ref, target):
+                    return self._stored_manifest(ref, target) or self._fetch_manifest(ref, target, by_digest)
+        return self._fetch_manifest(ref, target, by_digest)
+
+    def _fetch_manifest(self, ref: Reference, target: str, by_digest: bool) -> tuple[bytes, Index | Manifest, str]:
         reply = self._http.request(ref, "GET", f"manifests/{target}", accept=ACCEPT, limit=MAX_MANIFEST_BYTES)
         claimed = reply.header("Docker-Content-Digest")
         if claimed is not None and not _valid_digest(claimed):
@@ -329,29 +394,92 @@ class RegistryClient:
         document = self._parse(ref, reply.url, "manifest", lambda: parse_manifest(reply.content, reply.header("Content-Type")))
         result = (reply.content, document, actual)
         self._manifests.put((ref.registry, ref.repository, actual), result)
+        if self._disk is not None:
+            self._disk.put("manifest", ref.registry, ref.repository, actual, reply.content,
+                           {"content_type": (reply.header("Content-Type") or "")[:256]})
+        return result
+
+    def _manifest_for_tag(self, ref: Reference, head: Descriptor) -> str:
+        """The digest to read facts for, the tag's manifest being in memory then: from the disk cache, or
+        fetched by tag (verified; the digest is the one the GET returned, which is the HEAD's unless the tag
+        moved in between) while other processes that want it wait for this one."""
+        if self._has_manifest(ref, head.digest):
+            return head.digest
+        with self._disk_lock("manifest", ref, head.digest):
+            if self._has_manifest(ref, head.digest):
+                return head.digest  # another process fetched it meanwhile
+            key = ("get-tag", ref.registry, ref.repository, ref.tag or "latest")
+            body, document, digest = self._flight.do(key, lambda: self._get_manifest(ref, ref.tag or "latest"))
+        self._remember_tag(ref, Descriptor(document.media_type, digest, len(body)))
+        return digest
+
+    def _disk_lock(self, kind: str, ref: Reference, key: str) -> contextlib.AbstractContextManager[None]:
+        """The disk cache's lock on one entry, waiting at most half the operation's time left."""
+        if self._disk is None:
+            return contextlib.nullcontext()
+        return self._disk.locked(kind, ref.registry, ref.repository, key, wait=self._http.time_left() / 2)
+
+    def _has_manifest(self, ref: Reference, digest: str) -> bool:
+        """Whether the manifest *digest* is known without a request (in memory or in the disk cache)."""
+        key = (ref.registry, ref.repository, digest)
+        return self._manifests.get(key) is not None or self._stored_manifest(ref, digest) is not None
+
+    def _stored_manifest(self, ref: Reference, digest: str) -> tuple[bytes, Index | Manifest, str] | None:
+        """A manifest from the disk cache (its bytes hash to *digest*: the cache checked), parsed as if fetched."""
+        if self._disk is None:
+            return None
+        stored = self._disk.get("manifest", ref.registry, ref.repository, digest, limit=MAX_MANIFEST_BYTES)
+        if stored is None:
+            return None
+        body, meta = stored
+        content_type = meta.get("content_type")
+        try:
+            document = parse_manifest(body, content_type if isinstance(content_type, str) else None)
+        except DocumentError:
+            return None  # stored by another version that read it differently: ask the registry
+        result = (body, document, digest)
+        self._manifests.put((ref.registry, ref.repository, digest), result)
         return result
 
     def _get_config(self, ref: Reference, config: Descriptor) -> ImageConfig:
         key = (ref.registry, ref.repository, config.digest)
-        cached = self._configs.get(key)
+        cached = self._configs.get(key) or self._stored_config(key)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
 
         def fetch() -> ImageConfig:
-            if config.size > MAX_CONFIG_BYTES:
-                raise MalformedResponse(
-                    f"{ref.name}'s config is {config.size} bytes, more than {MAX_CONFIG_BYTES}; refusing to read it",
-                    registry=ref.registry,
-                )
-            reply = self._http.request(ref, "GET", f"blobs/{config.digest}", limit=MAX_CONFIG_BYTES)
-            actual = sha_digest(reply.content, config.digest.split(":", 1)[0])
-            if actual != config.digest:
-                raise DigestMismatch(registry=ref.registry, url=reply.url, expected=config.digest, actual=actual)
-            parsed = self._parse(ref, reply.url, "image config", lambda: parse_config(reply.content))
-            self._configs.put(key, parsed)
-            return parsed
+            with self._disk_lock("config", ref, config.digest):
+                return self._stored_config(key) or self._fetch_config(ref, config, key)
 
         return self._flight.do(("blob",) + key, fetch)
+
+    def _stored_config(self, key: tuple[str, str, str]) -> ImageConfig | None:
+        """A config from the disk cache (its bytes hash to its digest: the cache checked), parsed as if fetched."""
+        stored = self._disk.get("config", *key, limit=MAX_CONFIG_BYTES) if self._disk is not None else None
+        if stored is None:
+            return None
+        try:
+            parsed = parse_config(stored[0])
+        except DocumentError:
+            return None  # read differently by another version: ask the registry
+        self._configs.put(key, parsed)
+        return parsed
+
+    def _fetch_config(self, ref: Reference, config: Descriptor, key: tuple[str, str, str]) -> ImageConfig:
+        if config.size > MAX_CONFIG_BYTES:
+            raise MalformedResponse(
+                f"{ref.name}'s config is {config.size} bytes, more than {MAX_CONFIG_BYTES}; refusing to read it",
+                registry=ref.registry,
+            )
+        reply = self._http.request(ref, "GET", f"blobs/{config.digest}", limit=MAX_CONFIG_BYTES)
+        actual = sha_digest(reply.content, config.digest.split(":", 1)[0])
+        if actual != config.digest:
+            raise DigestMismatch(registry=ref.registry, url=reply.url, expected=config.digest, actual=actual)
+        parsed = self._parse(ref, reply.url, "image config", lambda: parse_config(reply.content))
+        self._configs.put(key, parsed)
+        if self._disk is not None:
+            self._disk.put("config", *key, reply.content)
+        return parsed
 
     def _parse(self, ref: Reference, url: str, what: str, parse: Callable[[], T]) -> T:
         try:
@@ -376,6 +504,7 @@ class RegistryClient:
         return cached
 
     def _build_facts(self, ref: Reference, digest: str, platform: Platform) -> ImageFacts:
+        from imagegate._secrets import redact_argv, redact_labels
         body, document, top = self._get_manifest(ref, digest)
         top_media_type = document.media_type
         available: tuple[Platform, ...] = ()
@@ -430,6 +559,9 @@ class RegistryClient:
     # -- /etc/passwd ---------------------------------------------------------------------------------
 
     def _read_passwd(self, ref: Reference, manifest_digest: str) -> PasswdLookup:
+        from imagegate._layers import LayerError  # tarfile and zlib: only for images whose USER is a name
+        from imagegate._user import PasswdLookup, parse_passwd
+
         _, document, _ = self._get_manifest(ref, manifest_digest)
         if not isinstance(document, Manifest):  # pragma: no cover - facts always name an image manifest
             return PasswdLookup(None, "the image has no platform manifest")
@@ -450,9 +582,15 @@ class RegistryClient:
 
     def _scan_layer(self, ref: Reference, layer: Descriptor, compression: str) -> Any:
         key = (ref.registry, ref.repository, layer.digest)
-        cached = self._layers.get(key)
+        cached = self._layers.get(key) or self._stored_scan(key)
         if cached is not None:
             return cached
+        with self._disk_lock(_SCAN_KIND, ref, layer.digest):
+            return self._stored_scan(key) or self._fetch_scan(ref, layer, compression, key)
+
+    def _fetch_scan(self, ref: Reference, layer: Descriptor, compression: str, key: tuple[str, str, str]) -> Any:
+        from imagegate._layers import LayerError, scan_layer
+
         if layer.size > MAX_LAYER_BYTES:
             raise LayerError(f"it is {layer.size} bytes, more than {MAX_LAYER_BYTES}")
         algorithm = layer.digest.split(":", 1)[0]
@@ -474,7 +612,25 @@ class RegistryClient:
             if actual != layer.digest:
                 raise DigestMismatch(registry=ref.registry, url=reply.url, expected=layer.digest, actual=actual)
         self._layers.put(key, found)
+        if self._disk is not None:
+            self._disk.put(_SCAN_KIND, *key, found.content or b"", {"found": found.content is not None,
+                                                                    "hides_lower": found.hides_lower})
         return found
+
+    def _stored_scan(self, key: tuple[str, str, str]) -> LayerFile | None:
+        """What a verified layer said about /etc/passwd, from the disk cache (derived data: its checksum is checked)."""
+        stored = self._disk.get(_SCAN_KIND, *key, limit=MAX_PASSWD_BYTES) if self._disk is not None else None
+        if stored is None:
+            return None
+        from imagegate._layers import LayerFile
+
+        body, meta = stored
+        found, hides = meta.get("found"), meta.get("hides_lower")
+        if not isinstance(found, bool) or not isinstance(hides, bool):
+            return None
+        result = LayerFile(body if found else None, hides)
+        self._layers.put(key, result)
+        return result
 
 
 # -- pure helpers -----------------------------------------------------------------------------------

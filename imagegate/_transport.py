@@ -12,6 +12,12 @@ Everything a registry sends is hostile until verified and bounded:
   unless the target may use plain http anyway (loopback or ``insecure_registries``), and the
   ``Authorization`` header never follows a redirect to another origin.
 - **Retries**: 429, 5xx and dropped connections, at most ``retries`` times, never past the deadline.
+- **Scheme.** Docker's order for loopback and ``insecure_registries``: https, then plain http. The
+  answer is remembered for the process and, when it was plain http, in the host's registry cache
+  (``memory``), so a new process asks http first there; a remembered scheme that no longer answers
+  (a connection error, or the 400 a TLS server sends to plain http) is forgotten and Docker's order
+  applies. Only hosts that may use plain http anyway are ever asked over it, and no TLS context is
+  made for a registry spoken to over plain http.
 - **Credentials stay home.** Basic credentials go to a token realm only over https or on the
   registry's own host; a plain-http realm on another host that is not loopback is refused, and so
   is a remote registry's realm on this machine (it would reach local services). No
@@ -22,19 +28,13 @@ Everything a registry sends is hostile until verified and bounded:
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import logging
 import os
-import random
-import ssl
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Iterator
-from urllib.parse import urljoin, urlsplit
-
-import httpx
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from imagegate._auth import Challenge, Credentials, DockerConfig, parse_challenge
 from imagegate._errors import (
@@ -45,8 +45,26 @@ from imagegate._errors import (
     RegistryUnreachable,
     redact_url,
 )
-from imagegate._netio import DeadlineTransport, deadline, deadline_passed, remaining, ssl_context
+from imagegate._netio import (
+    ConnectError,
+    DeadlineTransport,
+    Headers,
+    InjectedTransport,
+    Response,
+    Sender,
+    TransportError,
+    deadline,
+    deadline_passed,
+    remaining,
+    split_url,
+    ssl_context,
+)
 from imagegate._reference import Reference, is_loopback_host
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 log = logging.getLogger("imagegate.registry")
 
@@ -62,12 +80,20 @@ DEFAULT_DEADLINE = 60.0
 # -- replies --------------------------------------------------------------------------------------
 
 
+class SchemeMemory(Protocol):
+    """Where the scheme a registry speaks is remembered across processes (the disk cache)."""
+
+    def get(self, kind: str, registry: str, repository: str, key: str, *, limit: int) -> tuple[bytes, dict[str, Any]] | None: ...
+
+    def put(self, kind: str, registry: str, repository: str, key: str, body: bytes, meta: dict[str, Any] | None = None) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A registry's answer, read whole (within its cap)."""
 
     status: int
-    headers: httpx.Headers
+    headers: Headers
     content: bytes
     url: str
 
@@ -87,6 +113,7 @@ class Transport:
         deadline: seconds for each whole operation (see :meth:`operation`).
         retries, backoff, max_backoff: retry policy for 429/5xx and dropped connections.
         transport: an httpx transport to use instead of the network (tests: an in-process registry).
+        memory: where a plain-http registry's scheme is remembered for later processes (or None).
     """
 
     def __init__(
@@ -103,22 +130,24 @@ class Transport:
         max_backoff: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        memory: SchemeMemory | None = None,
     ) -> None:
         if retries < 0 or timeout <= 0 or backoff < 0 or deadline <= 0:
             raise ValueError("retries and backoff must be >= 0, timeout and deadline > 0")
         self._docker_config = docker_config
         self.insecure = frozenset(h.lower() for h in insecure_registries)
         self._ca_file = str(ca_file) if ca_file else None
-        self._certs_dir = Path(certs_dir)
+        self._certs_dir = os.fspath(certs_dir)
         self._timeout = timeout
         self.deadline = deadline
         self._retries = retries
         self._backoff = backoff
         self._max_backoff = max_backoff
-        self._transport = transport
         self._sleep = sleep
+        self._memory = memory
+        self._injected = InjectedTransport(transport) if transport is not None else None
         self._lock = threading.Lock()
-        self._clients: dict[str, httpx.Client] = {}
+        self._clients: dict[str, Sender] = {}
         self._schemes: dict[str, str] = {}
         self._creds: dict[str, Credentials | None] = {}
         self._auth: dict[str, Challenge] = {}
@@ -130,6 +159,11 @@ class Transport:
     def operation(self) -> contextlib.AbstractContextManager[None]:
         """Bound everything inside to ``deadline`` seconds (an enclosing operation's deadline wins)."""
         return deadline(self.deadline)
+
+    def time_left(self) -> float:
+        """Seconds left of the current operation (its whole deadline outside one)."""
+        left = remaining()
+        return self.deadline if left is None else max(left, 0.0)
 
     def _check_time(self, ref: Reference, url: str) -> None:
         left = remaining()
@@ -164,9 +198,19 @@ class Transport:
         finally:
             response.close()
 
-    def _open(self, ref: Reference, method: str, path: str, accept: str | None) -> tuple[httpx.Response, str]:
+    def _open(self, ref: Reference, method: str, path: str, accept: str | None) -> tuple[Response, str]:
         """An open, successful response (its body unread) on the scheme the registry speaks."""
         host = ref.api_host
+        if host not in self._schemes and self._remembered_http(ref):
+            try:
+                opened = self._attempts(ref, "http", method, path, accept)
+            except RegistryError as exc:
+                if deadline_passed() or not (isinstance(exc, RegistryUnreachable) or exc.status == 400):
+                    raise
+                self._remember(ref, None)  # it changed (now https?): Docker's order again
+            else:
+                self._schemes.setdefault(host, "http")
+                return opened
         scheme = self._schemes.get(host, "https")
         try:
             opened = self._attempts(ref, scheme, method, path, accept)
@@ -189,10 +233,22 @@ class Transport:
                 raise
             scheme = "http"  # Docker's rule for insecure registries: try https, fall back to http
             opened = self._attempts(ref, scheme, method, path, accept)
+            self._remember(ref, "http")
         self._schemes.setdefault(host, scheme)
         return opened
 
-    def _attempts(self, ref: Reference, scheme: str, method: str, path: str, accept: str | None) -> tuple[httpx.Response, str]:
+    def _remembered_http(self, ref: Reference) -> bool:
+        """Whether an earlier process found *ref*'s registry speaking plain http (only asked where allowed)."""
+        if self._memory is None or not self.plain_http_allowed(ref.registry):
+            return False
+        found = self._memory.get("scheme", ref.api_host, "", "", limit=16)
+        return found is not None and found[0] == b"http"
+
+    def _remember(self, ref: Reference, scheme: str | None) -> None:
+        if self._memory is not None:
+            self._memory.put("scheme", ref.api_host, "", "", (scheme or "").encode())
+
+    def _attempts(self, ref: Reference, scheme: str, method: str, path: str, accept: str | None) -> tuple[Response, str]:
         url = f"{scheme}://{ref.api_host}/v2/{ref.repository}/{path}"
         headers = {"Accept": accept} if accept else {}
         authorized = False
@@ -203,10 +259,10 @@ class Transport:
             request_headers = dict(headers, **({"Authorization": auth} if auth else {}))
             try:
                 response, final_url = self._send_following(ref, method, url, request_headers)
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 if deadline_passed():
                     raise self._timed_out(ref, url) from exc
-                if attempt < self._retries and not isinstance(exc, httpx.ConnectError):
+                if attempt < self._retries and not isinstance(exc, ConnectError):
                     attempt += 1
                     self._pause(ref, url, self._delay(attempt, None))
                     continue
@@ -240,15 +296,14 @@ class Transport:
                 raise
             return response, final_url
 
-    def _send_following(self, ref: Reference, method: str, url: str, headers: dict[str, str]) -> tuple[httpx.Response, str]:
+    def _send_following(self, ref: Reference, method: str, url: str, headers: dict[str, str]) -> tuple[Response, str]:
         """Send, following at most MAX_REDIRECTS redirects by hand."""
         origin = _origin(url)
         for hop in range(MAX_REDIRECTS + 1):
             client = self._client(ref.api_host)
             self._count()
             log.debug("%s %s", method, redact_url(url))
-            request = client.build_request(method, url, headers=headers)
-            response = client.send(request, stream=True)
+            response = client.send(method, url, _headers(headers), timeout=self._timeout)
             if response.status_code not in (301, 302, 303, 307, 308):
                 return response, url
             location = response.headers.get("Location", "")[:MAX_HEADER_TEXT]
@@ -270,6 +325,7 @@ class Transport:
             target = urljoin(url, location)
             parts = urlsplit(target)
             port = parts.port
+            split_url(target)  # a URL that can be sent at all (host, port, encoding)
         except ValueError:
             parts, port = None, None
         if not location or parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
@@ -288,7 +344,7 @@ class Transport:
                 )
         return target
 
-    def _read(self, ref: Reference, response: httpx.Response, url: str, limit: int, *, truncate: bool = False) -> bytes:
+    def _read(self, ref: Reference, response: Response, url: str, limit: int, *, truncate: bool = False) -> bytes:
         chunks: list[bytes] = []
         size = 0
         for chunk in self._raw_chunks(ref, response, url):
@@ -305,7 +361,7 @@ class Transport:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _chunks(self, ref: Reference, response: httpx.Response, url: str, limit: int) -> Iterator[bytes]:
+    def _chunks(self, ref: Reference, response: Response, url: str, limit: int) -> Iterator[bytes]:
         size = 0
         for chunk in self._raw_chunks(ref, response, url):
             size += len(chunk)
@@ -314,14 +370,14 @@ class Transport:
                                     registry=ref.registry, url=url)
             yield chunk
 
-    def _raw_chunks(self, ref: Reference, response: httpx.Response, url: str) -> Iterator[bytes]:
+    def _raw_chunks(self, ref: Reference, response: Response, url: str) -> Iterator[bytes]:
         if not _identity(response):
             return  # never decompress what a registry sends (a gzip bomb); callers refuse such bodies
         try:
-            for chunk in response.iter_bytes():  # identity: the raw bytes (also for in-memory test transports)
+            for chunk in response.iter_raw():  # the bytes as sent: nothing is ever decoded
                 self._check_time(ref, url)
                 yield chunk
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             if deadline_passed():
                 raise self._timed_out(ref, url) from exc
             raise RegistryUnreachable(
@@ -347,12 +403,13 @@ class Transport:
             if seconds is not None:
                 return min(seconds, self._max_backoff)
         base = self._backoff * (2 ** (attempt - 1))
-        return min(base * (0.5 + random.random() / 2), self._max_backoff)
+        jitter = int.from_bytes(os.urandom(2), "big") / 65535  # not `random`: one import less at start-up
+        return min(base * (0.5 + jitter / 2), self._max_backoff)
 
     def _error(self, ref: Reference, status: int, body: bytes, url: str) -> RegistryError:
         codes, message = _error_body(body)
         message = _clean(message, self._secrets(ref))
-        detail = f"{status} {message or httpx.codes.get_reason_phrase(status)}".strip()
+        detail = f"{status} {message or _reason(status)}".strip()
         if status in (401, 403):
             creds = self._credentials(ref)
             who = f"as {creds.username!r} ({creds.source})" if creds and creds.username else "anonymously"
@@ -377,29 +434,29 @@ class Transport:
         """Docker's rule: loopback registries, and those listed as insecure, may use plain http."""
         return is_loopback_host(_host_only(registry)) or registry.lower() in self.insecure
 
-    def _client(self, host: str) -> httpx.Client:
+    def _client(self, host: str) -> Sender:
+        """The sender for requests to *host*'s registry (redirects are followed by hand: counted, bounded,
+        no https -> http downgrade). One per registry host: its TLS context trusts that host's CAs."""
         with self._lock:
             client = self._clients.get(host)
             if client is None:
-                transport = self._transport or DeadlineTransport(self._ssl_context(host))
-                client = httpx.Client(
-                    timeout=httpx.Timeout(self._timeout),
-                    follow_redirects=False,  # followed by hand: counted, bounded, no https -> http downgrade
-                    transport=transport,
-                    headers={"User-Agent": "imagegate", "Accept-Encoding": "identity"},
-                )
+                client = self._injected or DeadlineTransport(lambda: self._ssl_context(host))
                 self._clients[host] = client
             return client
 
     def _ssl_context(self, host: str) -> ssl.SSLContext:
-        host_dir = self._certs_dir / host
-        extra = tuple(str(p) for p in sorted(host_dir.glob("*.crt"))) if host_dir.is_dir() else ()
+        host_dir = os.path.join(self._certs_dir, host)
+        try:  # what Path.glob("*.crt") lists: no hidden names
+            names = sorted(n for n in os.listdir(host_dir) if n.endswith(".crt") and not n.startswith("."))
+        except OSError:
+            names = []
+        extra = tuple(os.path.join(host_dir, n) for n in names)
         return ssl_context(self._ca_file, extra)
 
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
+        for client in {id(c): c for c in clients}.values():
             client.close()
 
     def forget(self) -> None:
@@ -472,6 +529,7 @@ class Transport:
         try:
             parts = urlsplit(realm)
             hostname, port = parts.hostname, parts.port
+            split_url(realm)  # a URL that can be sent at all (host, port, encoding)
         except ValueError:
             parts, hostname, port = None, None, None
         if parts is None or parts.scheme not in ("http", "https") or not hostname or len(realm) > MAX_HEADER_TEXT:
@@ -514,19 +572,20 @@ class Transport:
         try:
             if creds and creds.identity_token:
                 data = dict(params, grant_type="refresh_token", refresh_token=creds.identity_token, client_id="imagegate")
-                request = client.build_request("POST", realm, data=data)
+                body = urlencode(data).encode()
+                response = client.send("POST", realm, _headers({"Content-Type": "application/x-www-form-urlencoded"}),
+                                       body=body, timeout=self._timeout)
             else:
                 headers = {"Authorization": creds.basic_header()} if creds and creds.username else {}
-                request = client.build_request("GET", realm, params=params, headers=headers)
-            response = client.send(request, stream=True)
-        except httpx.TransportError as exc:
+                response = client.send("GET", _with_params(realm, params), _headers(headers), timeout=self._timeout)
+        except TransportError as exc:
             if deadline_passed():
                 raise self._timed_out(ref, realm) from exc
             raise RegistryUnreachable(
                 f"cannot reach the token service of {ref.registry} ({type(exc).__name__})",
                 registry=ref.registry, url=realm, temporary=True,
             ) from exc
-        except httpx.HTTPError as exc:
+        except ValueError as exc:
             raise AuthenticationError(
                 f"cannot ask the token service of {ref.registry} ({type(exc).__name__})", registry=ref.registry, url=realm
             ) from exc
@@ -583,11 +642,34 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port
 
 
-def _identity(response: httpx.Response) -> bool:
+def _headers(headers: dict[str, str]) -> list[tuple[str, str]]:
+    """What every request sends (as httpx's client sent it, with identity encoding only), then *headers*."""
+    base = {"Accept": "*/*", "Accept-Encoding": "identity", "Connection": "keep-alive", "User-Agent": "imagegate"}
+    merged = {k: v for k, v in base.items() if k.lower() not in {h.lower() for h in headers}}
+    return list(merged.items()) + list(headers.items())
+
+
+def _with_params(url: str, params: dict[str, str]) -> str:
+    """*url* with *params* set in its query (replacing same-named ones, as httpx merges them)."""
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    return urlunsplit(parts._replace(query=urlencode(kept + list(params.items()))))
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _identity(response: Response) -> bool:
     return response.headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
 
 
-def _require_identity(ref: Reference, response: httpx.Response, url: str) -> None:
+def _require_identity(ref: Reference, response: Response, url: str) -> None:
     if not _identity(response):
         encoding = response.headers.get("Content-Encoding", "").strip().lower()
         raise RegistryError(
@@ -642,6 +724,8 @@ def _clean(text: str, secrets: Iterable[str]) -> str:
 
 
 def _retry_after_seconds(value: str) -> float | None:
+    import email.utils  # only for a Retry-After date
+
     value = value.strip()
     if value.isascii() and value.isdigit():
         return float(value)

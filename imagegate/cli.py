@@ -1,4 +1,4 @@
-"""The ``imagegate`` command line: ``resolve``, ``check``, ``build``, ``lint`` and ``run``.
+"""The ``imagegate`` command line: ``resolve``, ``check``, ``build``, ``lint``, ``run`` and ``cache``.
 
 The contract, in every outcome:
 
@@ -17,20 +17,16 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import signal
 import sys
-import threading
-import traceback
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence
 
 from imagegate import __version__
-from imagegate._api import check, resolve
 from imagegate._errors import ImagegateError, UnexpectedError
-from imagegate._policy import Backend, Policy, merge_insecure
+
+# Start-up is part of every command's cost (`imagegate resolve` is ~50 ms whole): what only some
+# commands need (the policy and checks, the registry client and httpx, docker, the build wing,
+# signal handling) is imported where it is used.
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -44,6 +40,31 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for every add_argument, each asking shutil for the terminal's width:
+        # the same width, asked once, without importing shutil (~2 ms of `imagegate resolve`'s start-up).
+        return self.formatter_class(prog=self.prog, width=_help_width())
+
+
+_WIDTH: list[int] = []
+
+
+def _help_width() -> int:
+    """What argparse's HelpFormatter uses: shutil.get_terminal_size()'s columns (COLUMNS, then the
+    terminal of stdout, else 80), less 2."""
+    if not _WIDTH:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        _WIDTH.append((columns if columns > 0 else 80) - 2)
+    return _WIDTH[0]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     common(res)
     chk = commands.add_parser("check", help="resolve REF and run the checks; exit 1 when one fails")
     common(chk)
-    chk.add_argument("--backend", choices=[b.value for b in Backend], default="docker", help="where it will run (default docker)")
+    chk.add_argument("--backend", type=_backend, default="docker", metavar="{docker,kubernetes}",
+                     help="where it will run (default docker)")
     chk.add_argument("--user", metavar="USER", help="runtime user override to check instead of the image's USER")
     chk.add_argument(
         "--policy",
@@ -82,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _build_parsers(commands)
     _run_parser(commands)
+    cache = commands.add_parser("cache", help="show or empty this host's registry cache (content by digest)")
+    cache.add_argument("action", choices=["info", "clear"], help="info: where it is and how big; clear: delete its entries")
+    cache.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
 
 
@@ -116,6 +141,16 @@ def _timeout_option(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _backend(text: str) -> str:
+    from imagegate._policy import Backend  # the check's own parser, loaded only for `check`
+
+    try:
+        return Backend(text).value
+    except ValueError:
+        choices = ", ".join(repr(b.value) for b in Backend)
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {choices})") from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -145,6 +180,8 @@ def _printer(stream: Any = None) -> Callable[[str], None]:
     def emit(line: str) -> None:
         if line.startswith("\r"):
             if live:
+                import shutil
+
                 out.write("\r\x1b[K" + line[1:][: shutil.get_terminal_size().columns - 1])
                 out.flush()
                 state["transient"] = True
@@ -159,6 +196,7 @@ def _printer(stream: Any = None) -> Callable[[str], None]:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from imagegate._policy import Policy, merge_insecure
     from imagegate.build._builder import build_image
     from imagegate.build._context import parse_size
 
@@ -166,7 +204,7 @@ def _build(args: argparse.Namespace) -> int:
         raise UsageError("--lock FILE and --name NAME go together")
     policy = Policy.load(args.policy) if args.policy else Policy.discover(args.context)
     insecure = merge_insecure(policy, args.insecure_registry)
-    dockerfile = str(Path(args.file).resolve()) if args.file else None
+    dockerfile = os.path.realpath(args.file) if args.file else None
     try:
         limit = parse_size(args.max_context_size) if args.max_context_size else None
     except ValueError as exc:
@@ -193,6 +231,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from imagegate.build._lint import lint_dockerfile
 
     path = Path(args.path)
@@ -238,11 +278,15 @@ def _fail(exc: ImagegateError, wants_json: bool, debug: bool, cause: BaseExcepti
     kind = "error: " if exc.exit_status == EXIT_ERROR else ""
     print(f"imagegate: {kind}{exc}", file=sys.stderr)
     if debug:
+        import traceback
+
         traceback.print_exception(cause or exc, file=sys.stderr)
     return exc.exit_status if exc.exit_status in (EXIT_OK, EXIT_FAILED, EXIT_ERROR) else EXIT_ERROR
 
 
 def _resolve(args: argparse.Namespace) -> int:
+    from imagegate._api import resolve
+
     with _client(args.insecure_registry, args.ca_file, args.timeout) as client:
         pinned = resolve(args.reference, platform=args.platform, client=client)
     if args.json:
@@ -256,6 +300,9 @@ def _resolve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from imagegate._api import check
+    from imagegate._policy import Policy, merge_insecure
+
     policy = Policy.load(args.policy) if args.policy else Policy.discover()
     insecure = merge_insecure(policy, args.insecure_registry)
     with _client(insecure, args.ca_file, args.timeout) as client:
@@ -380,6 +427,8 @@ def parse_run(argv: Sequence[str], *, environ: Mapping[str, str] | None = None,
 
 def _run_request(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None,
                  cwd: str | os.PathLike[str] | None = None) -> RunRequest:
+    from pathlib import Path
+
     from imagegate._gate import BuildOptions, ImageSource
     from imagegate._runspec import Bind, RunSpec, parse_env, parse_labels
 
@@ -439,6 +488,8 @@ class Signalled(BaseException):
     """A signal (SIGINT, SIGTERM, SIGHUP) arrived during ``run``: like KeyboardInterrupt, not an error."""
 
     def __init__(self, signum: int) -> None:
+        import signal
+
         self.signum = signum
         super().__init__(signal.Signals(signum).name)
 
@@ -447,6 +498,9 @@ class Signalled(BaseException):
 def _signals_raise() -> Iterator[None]:
     """While running, SIGINT/SIGTERM/SIGHUP raise :class:`Signalled` (so the container is stopped and
     removed on the way out); a signal the shell set to be ignored stays ignored."""
+    import signal
+    import threading
+
     previous: dict[int, Any] = {}
 
     def raise_signalled(signum: int, frame: Any) -> None:
@@ -472,8 +526,12 @@ def _signals_raise() -> Iterator[None]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import signal
+    import uuid
+
     from imagegate._errors import CheckFailed
     from imagegate._gate import plan_launch
+    from imagegate._policy import Policy, merge_insecure
     from imagegate._run import run_container
     from imagegate._runspec import docker_launch
 
@@ -567,8 +625,40 @@ def _run_dry(plan: Any, launch: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from imagegate._diskcache import DiskCache, default_directory
+
+    cache = DiskCache.from_environment()
+    if cache is None:
+        record: dict[str, Any] = {"directory": default_directory(), "enabled": False, "refused": None,
+                                  "reason": "IMAGEGATE_REGISTRY_CACHE turns it off"}
+        print(json.dumps(record, indent=2) if args.json else f"registry cache: off ({record['reason']})")
+        return EXIT_OK
+    if args.action == "clear":
+        removed = cache.clear()
+        if cache.refused:
+            raise CacheRefused(f"registry cache {cache.directory} is not used: {cache.refused}; nothing was removed")
+        print(json.dumps({"directory": cache.directory, "removed": removed}, indent=2) if args.json
+              else f"registry cache {cache.directory}: removed {removed} entries")
+        return EXIT_OK
+    stats = cache.stats()
+    record = {**stats.to_dict(), "enabled": cache.refused is None, "refused": cache.refused}
+    if args.json:
+        print(json.dumps(record, indent=2))
+    elif cache.refused:
+        print(f"registry cache {cache.directory}: not used ({cache.refused})")
+    else:
+        print(f"registry cache {cache.directory}: {stats.entries} entries, {stats.bytes / 2**20:.1f} MiB of at most "
+              f"{stats.max_bytes / 2**20:.0f} MiB (IMAGEGATE_REGISTRY_CACHE_SIZE)")
+    return EXIT_OK
+
+
+class CacheRefused(ImagegateError):
+    """The registry cache's directory is not safe to use (another owner, or writable by others)."""
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "resolve": _resolve, "check": _check, "build": _build, "lint": _lint, "run": _run,
+    "resolve": _resolve, "check": _check, "build": _build, "lint": _lint, "run": _run, "cache": _cache,
 }
 
 

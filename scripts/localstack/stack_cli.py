@@ -22,6 +22,7 @@ Usage::
     python3 scripts/stack.py status
     python3 scripts/stack.py env            # prints `export KEY=VALUE` lines; eval "$(... env)"
     python3 scripts/stack.py down [--keep-docker]
+    python3 scripts/stack.py tools crane     # build crane once from the Go module proxy; print its path
 
 State lives in ``/tmp/imagegate-stack`` (``--state-dir`` or ``$IMAGEGATE_STACK_DIR``): ``stack.json`` (machine
 readable, see :func:`localstack.state.load_state`), ``stack.env``, logs and registry storage. ``down`` stops only
@@ -42,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import go_tools
 from .engine import DEFAULT_DOCKER_HOST, docker, docker_ping, ensure_docker
 from .host import StackError, apt_install, is_debian, is_root, say, set_voice, which
 from .images import cache_dir, ensure_busybox, ensure_python, ensure_token_images, is_static_elf
@@ -335,10 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
         "down", parents=[common], help="stop what `up` started and remove registry storage (keeps the cache)"
     )
     down.add_argument("--keep-docker", action="store_true", help="leave a dockerd started by `up` running")
+    tools = sub.add_parser("tools", help="build (once, from the Go module proxy) and print the path of a Go tool, e.g. crane")
+    tools.add_argument("tool", choices=sorted(go_tools.TOOLS), help="the tool")
     return parser
 
 
-COMMANDS = {"up": cmd_up, "status": cmd_status, "env": cmd_env, "down": cmd_down}
+def cmd_tools(args: argparse.Namespace) -> int:
+    print(go_tools.ensure_tool(args.tool))
+    return 0
+
+
+COMMANDS = {"up": cmd_up, "status": cmd_status, "env": cmd_env, "down": cmd_down, "tools": cmd_tools}
 
 
 def main(argv: list[str] | None = None) -> int:

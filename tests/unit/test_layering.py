@@ -26,10 +26,11 @@ ALLOWED: dict[str, set[str]] = {
     "_layers": set(),
     "_documents": {"_errors", "_facts", "_json", "_reference"},
     "_auth": {"_errors"},
-    "_netio": {"_reference", "httpcore", "httpx"},
+    "_diskcache": set(),
+    "_netio": {"_reference", "httpx"},
     "_transport": {"_auth", "_errors", "_json", "_netio", "_reference", "httpx"},
     "_registry": {
-        "_auth", "_documents", "_errors", "_facts", "_json", "_layers", "_reference", "_secrets", "_transport", "_user",
+        "_auth", "_diskcache", "_documents", "_errors", "_facts", "_json", "_layers", "_reference", "_secrets", "_transport", "_user",
         "httpx",
     },
     "_api": {"_checks", "_errors", "_facts", "_policy", "_reference", "_report", "_registry", "_user"},
@@ -41,7 +42,7 @@ ALLOWED: dict[str, set[str]] = {
     "_runspec": {"_errors", "_gate", "_hardening", "_policy"},
     "_run": {"_errors", "_gate", "_hardening", "_policy", "_runspec", "docker"},
     "cli": {
-        "imagegate", "_api", "_errors", "_gate", "_policy", "_registry", "_run", "_runspec",
+        "imagegate", "_api", "_diskcache", "_errors", "_gate", "_policy", "_registry", "_run", "_runspec",
         "build._builder", "build._context", "build._lint",
     },
     "build": set(),
