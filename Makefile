@@ -24,8 +24,8 @@ k8s-down:        ## stop what k8s-up started
 
 bench:           ## benchmarks (figures go in README.md and docs/)
 	scripts/env.sh dev airflow dagster && .venv/bin/python scripts/stack.py up && .venv/bin/python scripts/k8s.py up
-	.venv/bin/python benchmarks/bench_check.py
-	.venv/bin/python benchmarks/bench_build.py
+	.venv/bin/python benchmarks/bench_check.py --pairs 21 --processes 200 --json benchmarks/results/check.json
+	.venv/bin/python benchmarks/bench_build.py --runs 9 --json benchmarks/results/build.json
 	.venv/bin/python benchmarks/bench_airflow.py --runs 40 --run-rounds 21 --json benchmarks/results/airflow.json
 	.venv/bin/python benchmarks/bench_dagster.py
 	.venv/bin/python benchmarks/bench_k8s.py
