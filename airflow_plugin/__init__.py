@@ -7,7 +7,8 @@ Docker backend never imports the Kubernetes provider::
     ImagegateDockerOperator  provider DockerOperator, gated and hardened
     ImagegateKubernetesPodOperator  provider KubernetesPodOperator, gated, restricted PSS
     ImagegateBuildOperator   build (or find) a job directory's image, XCom the pinned reference
-    ImageRefused, ImageSourceError, LaunchMismatch, BackendOptionError, HardeningViolation, PodSecurityViolation
+    ImageRefused, ImageSourceError, LaunchMismatch, BackendOptionError, HardeningViolation, PodSecurityViolation,
+    TaskKilled
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _EXPORTS = {
     "ImagegateKubernetesPodOperator": "airflow_plugin.kubernetes",
     "LaunchMismatch": "airflow_plugin._gate",
     "PodSecurityViolation": "airflow_plugin._gate",
+    "TaskKilled": "airflow_plugin._gate",
     "backend_setting": "airflow_plugin.task",
 }
 

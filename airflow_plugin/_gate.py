@@ -80,6 +80,15 @@ class HardeningViolation(AirflowException):
         )
 
 
+class TaskKilled(AirflowException):
+    """The task was killed (SIGTERM: Airflow called ``on_kill``) while it launched: nothing more was created
+    or started, and ``.containers`` (this try's containers or pods) were stopped and removed or deleted."""
+
+    def __init__(self, message: str, containers: tuple[str, ...] = ()) -> None:
+        self.containers = containers
+        super().__init__(f"imagegate: {message}")
+
+
 class PodSecurityViolation(HardeningViolation):
     """The pod breaks the restricted Pod Security Standard (nothing was created)."""
 
@@ -225,6 +234,16 @@ def task_label(operator: Any) -> str:
     return f"{dag_id or '-'}.{operator.task_id}"
 
 
+def task_identity(context: Mapping[str, Any] | None) -> Any:
+    """The task instance of *context* as the core's ``TaskIdentity`` (every try of it has the same key),
+    or None outside a task run (no ``ti``): then no earlier try is looked for."""
+    ti = (context or {}).get("ti")
+    if ti is None or not getattr(ti, "run_id", None):
+        return None
+    return _core().TaskIdentity.airflow(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
+                                        map_index=getattr(ti, "map_index", -1), try_number=getattr(ti, "try_number", None))
+
+
 def push_record(
     context: Mapping[str, Any] | None,
     report: Report | None,
@@ -232,15 +251,32 @@ def push_record(
     helpers: Mapping[str, Report] | None = None,
 ) -> None:
     """One XCom per task (``imagegate``): what was checked, what was launched, the report
-    (and, under ``helpers``, the report of each helper container's image, e.g. the XCom sidecar)."""
+    (and, under ``helpers``, the report of each helper container's image, e.g. the XCom sidecar).
+
+    For the audit (the plugin's Images page reads these records in SQL) three summaries sit beside them:
+    ``verdict`` (``passed``, ``waived`` when a waiver let it pass, ``refused``), ``digest`` (the pinned
+    manifest digest) and ``running`` (the digest the engine reported running, when the door read one:
+    Docker's image id, the config digest). Earlier records lack them; the audit derives them then.
+    """
     if report is None:
         return
     record: dict[str, Any] = {"pinned": report.pinned, "launched": launched, "report": report.to_dict()}
+    record.update(audit_summary(report, launched))
     if helpers:
-        record["helpers"] = {role: {"pinned": r.pinned, "report": r.to_dict()} for role, r in helpers.items()}
+        record["helpers"] = {role: {"pinned": r.pinned, "report": r.to_dict(), **audit_summary(r, None)}
+                            for role, r in helpers.items()}
     ti = (context or {}).get("ti")
     if ti is not None:
         ti.xcom_push(key=XCOM_KEY, value=record)
+
+
+def audit_summary(report: Report, launched: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``verdict``, ``digest`` and ``running`` of a record (see :func:`push_record`)."""
+    outcomes = [r.outcome.value for r in report.results]
+    verdict = "refused" if not report.passed else ("waived" if "waived" in outcomes else "passed")
+    digest = report.pinned.rpartition("@")[2] if report.pinned and "@" in report.pinned else None
+    running = (launched or {}).get("image_id")
+    return {"verdict": verdict, "digest": digest, "running": running if isinstance(running, str) else None}
 
 
 def manifest_url(reference: str) -> str:

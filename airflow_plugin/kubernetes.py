@@ -7,12 +7,21 @@ is planned first (``imagegate.plan_launch``); the provider then builds its pod (
 pins **every** container of it — init containers, sidecars, the XCom sidecar — and applies the
 restricted Pod Security Standard (user values win, then the pod must pass it). After creation the
 pod the API server stored is compared with the plan, and each container's ``imageID`` once it runs.
+
+Killed tasks leave nothing behind. The pod is labelled with ``imagegate.dev/task-key`` (the task instance,
+every try alike) and this launch, and annotated with the full ids. Before a try creates its pod it settles
+the pods of earlier tries (``imagegate.pod_verdicts``): with the provider's ``durable`` (default True) it
+reattaches to one that still runs this try's checked images, as the provider's own reattach does; every
+other one is marked ``already_checked`` and deleted (kept, if finished, when ``on_finish_action`` keeps
+pods) — with ``durable=False`` the provider would leave it running beside the new one. ``on_kill`` (SIGTERM)
+also deletes a pod whose create call had not returned yet, and nothing is created after it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from typing import TYPE_CHECKING, Any, Sequence
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -126,6 +135,9 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
             imagegate_report=None,
             imagegate_plan=None,
             imagegate_pod_plan=None,
+            imagegate_settled=None,
+            _imagegate_launch_id=None,
+            _imagegate_identity=None,
         )
         _gate.validate_source(image, lock_name, job_dir, repository)
 
@@ -163,11 +175,14 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
         # provider calls at the end of building it) sees a pod this operator gates itself.
         self.annotations = {**(self.annotations or {}), "imagegate.dev/pinned": str(plan.pinned)}
         pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        self._imagegate_identity = _gate.task_identity(context)
+        self._imagegate_launch_id = uuid.uuid4().hex
         with _gate.airflow_errors(context, task_report=report):
             planned = core.plan_pod(
                 to_dict(pod), policy=self._imagegate_policy, primary=plan, primary_container=self.base_container_name,
                 harden=self.harden, roles={SIDECAR_NAME: SIDECAR_ROLE}, fixes={SIDECAR_NAME: SIDECAR_FIX},
-                orchestrator=_gate.ORCHESTRATOR, task=_gate.task_label(self),
+                orchestrator=_gate.ORCHESTRATOR, task=_gate.task_label(self), identity=self._imagegate_identity,
+                launch_id=self._imagegate_launch_id,
             )
         helpers = {p.role or name: p.report for name, p in planned.plans.items() if name != self.base_container_name}
         for role, helper in helpers.items():
@@ -182,10 +197,105 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
     # -- launch verification ----------------------------------------------------------------
 
     def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Any) -> k8s.V1Pod:
-        """The provider's, then: the pod the API server stored must run exactly the planned images."""
-        pod = super().get_or_create_pod(pod_request_obj, context)
-        self._verify(pod, status=False)
-        return pod
+        """Settle the pods of earlier tries (reattach to one, mark and delete the rest), else create this
+        try's pod; either way the pod the API server stored must run exactly the planned images.
+
+        The provider's own reattach (``durable``: the task state store, then a label search) is replaced
+        by this one, which also checks the images and never leaves a second pod running.
+        """
+        identity = self._imagegate_identity
+        if self.imagegate_pod_plan is None or identity is None:  # outside a task run: the provider's own way
+            pod = super().get_or_create_pod(pod_request_obj, context)
+            self._verify(pod, status=False)
+            return pod
+        self._check_alive()
+        namespace = pod_request_obj.metadata.namespace
+        reattached = self._settle(namespace, identity, exclude=pod_request_obj.metadata.name)
+        if reattached is not None:
+            pod = self.client.read_namespaced_pod(reattached, namespace)
+            self._persist(context, pod)
+            self._verify(pod, status=False)
+            return pod
+        self.log.debug("Starting pod:\n%s", json.dumps(to_dict(pod_request_obj)))
+        self.pod_manager.create_pod(pod=pod_request_obj)
+        if getattr(self, "_killed", False):  # on_kill ran while the create call was under way
+            self._delete(pod_request_obj.metadata.name, namespace, "the task was killed while its pod was created")
+            self._check_alive()
+        self._persist(context, pod_request_obj)
+        self._verify(pod_request_obj, status=False)
+        return pod_request_obj
+
+    def _settle(self, namespace: str, identity: Any, *, exclude: str) -> str | None:
+        """The pods of earlier tries of this task: the name of the one reattached to, or None."""
+        core = _gate._core()
+        listed = self.client.list_namespaced_pod(namespace, label_selector=f"imagegate.dev/task-key={identity.key}").items
+        pods = [to_dict(p) for p in listed if p.metadata.name != exclude]
+        verdicts = core.pod_verdicts(pods, self.imagegate_pod_plan, reattach=bool(self.reattach_on_restart),
+                                     keep_finished=self.on_finish_action.value != "delete_pod",
+                                     checked_label=self.POD_CHECKED_KEY)
+        reattached = None
+        for verdict in verdicts:
+            if verdict.action == "reattach":
+                reattached = verdict.id
+                self.log.info("imagegate: reattaching to %s of an earlier try: %s", verdict.describe(), verdict.reason)
+                continue
+            self._mark_checked(verdict.id, namespace)  # the provider's label search must never pick it up
+            if verdict.action == "remove":
+                self._delete(verdict.id, namespace, f"{verdict.describe()} of an earlier try: {verdict.reason}")
+            else:
+                self.log.info("imagegate: left %s of an earlier try: %s", verdict.describe(), verdict.reason)
+        self.imagegate_settled = verdicts
+        return reattached
+
+    def _mark_checked(self, name: str, namespace: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.client.patch_namespaced_pod(name, namespace, {"metadata": {"labels": {self.POD_CHECKED_KEY: "True"}}})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _delete(self, name: str, namespace: str, why: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        kwargs: dict[str, Any] = {}
+        if self.termination_grace_period is not None:
+            kwargs["grace_period_seconds"] = self.termination_grace_period
+        try:
+            self.client.delete_namespaced_pod(name, namespace, **kwargs)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        self.log.info("imagegate: deleted pod %s: %s", name, why)
+
+    def _persist(self, context: Any, pod: k8s.V1Pod) -> None:
+        """The provider's record of the pod in the task state store (Airflow 3.3+), where it keeps one."""
+        persist = getattr(self, "_persist_pod_identity_to_task_state_store", None)
+        if persist is not None and self.reattach_on_restart:
+            persist(context, pod)
+
+    def _check_alive(self) -> None:
+        if getattr(self, "_killed", False):
+            raise _gate.TaskKilled("the task was killed (SIGTERM) before its pod ran; nothing is left running")
+
+    def on_kill(self) -> None:
+        """The provider's (delete ``self.pod`` unless ``on_kill_action="keep_pod"``), and also a pod of this
+        launch whose create call had not returned yet (found by its ``imagegate.dev/launch`` label)."""
+        super().on_kill()
+        if self.on_kill_action.value == "keep_pod" or self.pod is not None or not self._imagegate_launch_id:
+            return
+        if "client" not in self.__dict__:  # no client was opened: nothing was created
+            return
+        namespace = self.pod_request_obj.metadata.namespace if self.pod_request_obj is not None else self.namespace
+        try:
+            listed = self.client.list_namespaced_pod(
+                namespace, label_selector=f"imagegate.dev/launch={self._imagegate_launch_id}").items
+        except Exception as exc:  # noqa: BLE001 - on_kill must not raise; the retry settles what is left
+            self.log.warning("imagegate: could not list this launch's pods: %s", exc)
+            return
+        for pod in listed:
+            self._delete(pod.metadata.name, pod.metadata.namespace, "the task was killed")
 
     def await_pod_start(self, pod: k8s.V1Pod) -> None:
         """The provider's, then: every started container's ``imageID`` is its planned digest."""

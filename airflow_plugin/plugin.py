@@ -1,4 +1,7 @@
-"""The Airflow plugin (entry point ``airflow.plugins``): macros and the launched-image link.
+"""The Airflow plugin (entry point ``airflow.plugins``): macros, the launched-image link and the image audit.
+
+The image audit (``airflow_plugin.audit``): an "Images" page in the Browse menu, an "Image audit" tab on
+every task instance, and the same rows as JSON at ``/imagegate/api/runs`` — see docs/audit.md.
 
 Macros (``{{ macros.imagegate.NAME(...) }}``)::
 
@@ -16,7 +19,10 @@ from pathlib import Path
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_plugin.audit import LazyApp
 from airflow_plugin.links import LaunchedImageLink
+
+AUDIT_PREFIX = "/imagegate"
 
 
 def _lock_path(lock_file: str | None) -> Path:
@@ -56,9 +62,30 @@ def digest(name: str, lock_file: str | None = None) -> str:
     return str(imagegate.LockFile.load(_lock_path(lock_file)).get(name).digest)
 
 
+def _base_path() -> str:
+    """The path of ``[api] base_url`` (Airflow served under a sub-path, e.g. ``/airflow``), else ''."""
+    from urllib.parse import urlsplit
+
+    from airflow.configuration import conf
+
+    return urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+
+
+def _audit_views(base: str) -> list[dict[str, str]]:
+    """The Images page in the Browse menu and the per-task-instance tab, both shown by Airflow in an iframe."""
+    return [
+        {"name": "Images", "href": f"{base}{AUDIT_PREFIX}/images", "url_route": "imagegate-images",
+         "category": "browse", "destination": "nav"},
+        {"name": "Image audit", "url_route": "imagegate-task", "destination": "task_instance",
+         "href": f"{base}{AUDIT_PREFIX}/task?dag_id={{DAG_ID}}&run_id={{RUN_ID}}&task_id={{TASK_ID}}&map_index={{MAP_INDEX}}"},
+    ]
+
+
 class ImagegatePlugin(AirflowPlugin):
-    """Registers the macros and the "Launched image" operator extra link."""
+    """Registers the macros, the "Launched image" operator extra link and the image audit (page, tab, JSON)."""
 
     name = "imagegate"
     macros = [pinned, digest]
     operator_extra_links = [LaunchedImageLink()]
+    fastapi_apps = [{"app": LazyApp(_base_path()), "url_prefix": AUDIT_PREFIX, "name": "imagegate audit"}]
+    external_views = _audit_views(_base_path())

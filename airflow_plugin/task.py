@@ -19,6 +19,9 @@ environment     environment            env_vars
 user            user                   security_context.runAsUser (numeric only)
 ==============  =====================  =========================================
 
+``durable`` (default True: a retry reattaches to the container or pod a killed try left running, else
+stops and removes it) is an argument of both operators, so it is passed as is.
+
 Backend-specific options go in ``docker_options={…}`` / ``kubernetes_options={…}``
 (each used only on its backend). A backend-specific option passed directly
 that the chosen backend does not take is refused with an error naming it and

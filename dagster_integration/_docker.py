@@ -7,6 +7,14 @@ and label scheme, compared with the plan as soon as the engine created it (``ima
 removed, never started, unless it is the checked image, hardened, as the checked user), run to completion through the parent's Pipes
 session, and removed. The invocation's results carry the pinned reference, the report and the
 last lines of the job's output in their metadata.
+
+Killed steps leave nothing behind. The container is labelled with the step (root run, step key, run,
+retry) and the launching process. Before a step creates its container it settles the containers of
+earlier attempts of the same step — a re-execution of a killed run, or a retry
+(``imagegate.settle_predecessors``): with ``reattach=True`` (the default) it follows one that still runs
+this step's checked launch (its output from the start, its exit code), and stops and removes every other
+one. An interrupted step (SIGTERM or SIGINT: Dagster raises in the step) stops its container (the
+parent's ``finally``) and removes it before the error goes on.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import imagegate
 
 from dagster_integration._errors import ImagegateDagsterError, LaunchMismatch
 from dagster_integration._invocation import ImagegateInvocation
-from dagster_integration._resource import ImagegateResource, Preflight
+from dagster_integration._resource import ImagegateResource, Preflight, task_identity
 
 RUN_LABEL = "imagegate.dev/launch"  # imagegate.LABEL_LAUNCH: one id per launch, to find exactly that container
 PINNED_LABEL = "imagegate.dev/pinned"
@@ -75,7 +83,11 @@ class ImagegateDockerClient(PipesDockerClient):
         imagegate: the settings (policy, lock file, build repository); default: discovered policy.
         env, registry, context_injector: as for ``PipesDockerClient``.
         remove: remove the container after it exits, in the background (default True; the
-            parent leaves it). ``wait_for_removals()`` blocks until pending removals finish.
+            parent leaves it). ``wait_for_removals()`` blocks until pending removals finish. A step that
+            fails or is interrupted removes its container before the error goes on.
+        reattach: a container of an earlier attempt of the step (a killed run's, re-executed) that still
+            runs this step's checked launch is followed instead of starting a second one (default True);
+            with False it is stopped and removed first.
     """
 
     def __init__(
@@ -86,10 +98,13 @@ class ImagegateDockerClient(PipesDockerClient):
         registry: Mapping[str, str] | None = None,
         context_injector: Any = None,
         remove: bool = True,
+        reattach: bool = True,
     ) -> None:
         super().__init__(env=env, registry=registry, context_injector=context_injector, message_reader=TailingDockerLogsReader())
         self.imagegate = imagegate or ImagegateResource()
         self.remove = remove
+        self.reattach = reattach
+        self.settled: imagegate.Settled | None = None  # what the last run() did with earlier attempts' containers
         self._local = threading.local()  # the launch in progress, per thread (a client may serve several steps)
 
     def run(  # type: ignore[override]
@@ -129,12 +144,28 @@ class ImagegateDockerClient(PipesDockerClient):
             build_args=build_args, backend="docker", user=user, policy=policy,
         )
         launch_id = uuid.uuid4().hex
+        identity = task_identity(context)
+        spec = imagegate.spec_key(image=gate.launch, command=command, user=user)
+        adopted, adoption, engine = None, None, None
+        if identity is not None:
+            import docker
+
+            engine = docker.from_env()
+            self.settled = imagegate.settle_predecessors(
+                identity, gate.plan, policy, reattach=self.reattach, spec=spec, keep_finished=not self.remove,
+                client=engine, log=context.log.info)
+            if self.settled.reattached is not None:
+                adopted = self.settled.reattached.id
+                adoption = imagegate.record_adoption(engine, adopted, launch_id=launch_id)
         kwargs["labels"] = imagegate.container_labels(gate.plan, orchestrator=ORCHESTRATOR, task=_task(context),
-                                                      launch_id=launch_id, given=kwargs.get("labels"))
+                                                      launch_id=launch_id, given=kwargs.get("labels"),
+                                                      identity=identity, spec=spec)
         if user:
             kwargs["user"] = user
         self._local.gate = gate
         self._local.policy = policy
+        self._local.adopt = adopted
+        failed = True
         try:
             try:
                 inner = super().run(
@@ -146,13 +177,21 @@ class ImagegateDockerClient(PipesDockerClient):
                     registry=registry,
                     container_kwargs=kwargs,
                 )
+                failed = False
             except BaseException:
                 gate.log_checks(context)  # the step fails: record the checks now
                 raise
         finally:
             self._local.gate = None
-            if self.remove:
-                _remove_in_background(launch_id)
+            self._local.adopt = None
+            if adoption is not None and engine is not None:
+                imagegate.drop_adoption(engine, adoption)
+            if failed:  # a failed or interrupted step: never leave its container running; removed now
+                _remove_containers(launch_id, adopted, keep=not self.remove)
+            elif self.remove:
+                _remove_in_background(launch_id, adopted)
+            if engine is not None:
+                engine.close()
         return ImagegateInvocation(inner, gate, self._output_tail())
 
     def _create_container(self, client: Any, image: str, *args: Any, **kwargs: Any) -> Any:
@@ -163,8 +202,11 @@ class ImagegateDockerClient(PipesDockerClient):
         dagster-docker has no public hook between creating and starting a container; this is the
         method its ``run`` calls for the create (and only that), so the check sits here.
         """
-        container = super()._create_container(client, image, *args, **kwargs)
         gate: Preflight | None = getattr(self._local, "gate", None)
+        adopted = getattr(self._local, "adopt", None)
+        if adopted is not None and gate is not None and image == gate.launch:
+            return _adopted(client.containers.get(adopted))
+        container = super()._create_container(client, image, *args, **kwargs)
         if gate is None or image != gate.launch:
             container.remove(force=True)
             raise LaunchMismatch(f"refusing to run a container from unchecked image {image!r}")
@@ -210,13 +252,25 @@ def _task(context: Any) -> str:
     return ",".join(sorted(k.to_user_string() for k in keys)) or getattr(getattr(context, "op", None), "name", "") or "-"
 
 
-def _remove_in_background(launch_id: str) -> None:
+def _adopted(container: Any) -> Any:
+    """A container of an earlier attempt that this step follows: the parent's ``start()`` must not start it
+    again (it may have exited meanwhile: that would run the job twice), so it does nothing here."""
+
+    def start(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    container.start = start
+    return container
+
+
+def _remove_in_background(launch_id: str, container_id: str | None = None) -> None:
     """Remove the exited container off the step's critical path (``docker rm`` takes ~0.1 s).
 
-    The process waits for pending removals when it exits (``atexit``); a process
-    killed first leaves a stopped container labelled ``imagegate.dev/launch``.
+    The process waits for pending removals when it exits (``atexit``); a process killed first
+    leaves a stopped container labelled ``imagegate.dev/launch`` (``imagegate gc --older-than``).
     """
-    thread = threading.Thread(target=_remove_containers, args=(launch_id,), name=f"imagegate-rm-{launch_id[:8]}", daemon=True)
+    thread = threading.Thread(target=_remove_containers, args=(launch_id, container_id),
+                              name=f"imagegate-rm-{launch_id[:8]}", daemon=True)
     with _removals_lock:
         _removals.add(thread)
     thread.start()
@@ -234,20 +288,15 @@ def wait_for_removals(timeout: float = 30.0) -> None:
 atexit.register(wait_for_removals)
 
 
-def _remove_containers(launch_id: str) -> None:
+def _remove_containers(launch_id: str, container_id: str | None = None, *, keep: bool = False) -> None:
+    """Stop and remove (with *keep*: only stop) the container(s) of this launch and the followed one."""
     import docker
-    import docker.errors
 
     client = docker.from_env()
     try:
-        for container in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={launch_id}"}):
-            try:
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass  # removed by someone else meanwhile
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: a removal is already in progress
-                    raise
+        found = [c["Id"] for c in client.api.containers(all=True, filters={"label": f"{RUN_LABEL}={launch_id}"})]
+        for container in dict.fromkeys([*found, *([container_id] if container_id else [])]):
+            imagegate.retire_container(client, container, remove=not keep)
     finally:
         client.close()
         with _removals_lock:

@@ -10,26 +10,38 @@ satisfy it; one that breaks it is an error naming the field). dagster-k8s's own
 :func:`dagster_k8s.pipes.build_pod_body` renders it; :meth:`render_pod` returns that pod without a
 cluster, for review and tests. Once the pod exists, the pod the API server stored and each
 container's ``imageID`` are compared with the plan.
+
+Killed steps leave nothing behind. The pod is labelled ``imagegate.dev/task-key`` (root run and step key)
+and annotated with the step's ids. Before a step creates its pod it settles the pods of earlier attempts of
+the step (a re-execution of a killed run, a retry; ``imagegate.pod_verdicts``): with ``reattach=True`` (the
+default) it follows one that still runs this step's checked images — its logs and its end, as dagster-k8s
+follows its own pod — and deletes every other one. An interrupted step deletes its pod (dagster-k8s's
+``finally``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import dagster as dg
 import imagegate
 import kubernetes
+from dagster._core.pipes.client import PipesClientCompletedInvocation
+from dagster._core.pipes.utils import open_pipes_session
 from dagster_k8s import PipesK8sClient
+from dagster_k8s.client import DEFAULT_WAIT_TIMEOUT, DagsterKubernetesClient, WaitForPodState
 from dagster_k8s.models import k8s_snake_case_dict
 from dagster_k8s.pipes import DEFAULT_CONTAINER_NAME, build_pod_body
+from dagster_k8s.utils import detect_current_namespace
 from dagster_pipes import PipesExtras
 
 from dagster_integration._errors import ImagegateDagsterError, LaunchMismatch
 from dagster_integration._invocation import ImagegateInvocation
-from dagster_integration._resource import ImagegateResource, Preflight
+from dagster_integration._resource import ImagegateResource, Preflight, task_identity
 
 ORCHESTRATOR = "dagster"
 
@@ -62,12 +74,17 @@ class ImagegateK8sClient(PipesK8sClient):
 
     Args:
         imagegate: the settings (policy, lock file, build repository).
+        reattach: a pod of an earlier attempt of the step (a killed run's, re-executed) that still runs
+            this step's checked images is followed instead of starting a second one (default True); with
+            False it is deleted first.
         **kwargs: as for ``PipesK8sClient`` (``env``, ``kubeconfig_file``, ``kube_context``, …).
     """
 
-    def __init__(self, imagegate: ImagegateResource | None = None, **kwargs: Any) -> None:
+    def __init__(self, imagegate: ImagegateResource | None = None, *, reattach: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.imagegate = imagegate or ImagegateResource()
+        self.reattach = reattach
+        self.settled: list[imagegate.Predecessor] = []  # what the last run() did with earlier attempts' pods
         self._local = threading.local()  # the pod being launched, per thread (a client may serve several steps)
 
     def preflight(
@@ -95,6 +112,8 @@ class ImagegateK8sClient(PipesK8sClient):
         base_pod_meta: Mapping[str, Any] | None = None,
         base_pod_spec: Mapping[str, Any] | None = None,
         task: str | None = None,
+        identity: imagegate.TaskIdentity | None = None,
+        launch_id: str | None = None,
     ) -> imagegate.PodPlan:
         """The pod (camelCase) with every image checked and pinned and the restricted profile applied."""
         spec = _camel(kubernetes.client.V1PodSpec, base_pod_spec)
@@ -109,7 +128,7 @@ class ImagegateK8sClient(PipesK8sClient):
         try:
             return imagegate.plan_pod(
                 pod, policy=gate.policy or self.imagegate.load_policy(), primary=gate.plan, primary_container=first["name"],
-                orchestrator=ORCHESTRATOR, task=task,
+                orchestrator=ORCHESTRATOR, task=task, identity=identity, launch_id=launch_id,
             )
         except imagegate.HardeningError as exc:
             raise ImagegateDagsterError(str(exc), setting="base_pod_spec") from exc
@@ -168,9 +187,15 @@ class ImagegateK8sClient(PipesK8sClient):
             dockerfile=dockerfile, build_args=build_args,
         )
         task = ",".join(sorted(k.to_user_string() for k in getattr(context, "selected_asset_keys", None) or ())) or None
-        planned = self.plan_pod(gate, command=command, base_pod_meta=base_pod_meta, base_pod_spec=base_pod_spec, task=task)
+        identity = task_identity(context)
+        planned = self.plan_pod(gate, command=command, base_pod_meta=base_pod_meta, base_pod_spec=base_pod_spec, task=task,
+                                identity=identity, launch_id=uuid.uuid4().hex)
         self._local.planned = planned  # the parent's run() calls consume_pod_logs() in this thread
         try:
+            followed = self._settle(context, identity, planned, namespace) if identity is not None else None
+            if followed is not None:
+                inner = self._follow(context, followed, extras=extras, **kwargs)
+                return ImagegateInvocation(inner, gate)
             inner = super().run(
                 context=context,
                 image=None,
@@ -188,6 +213,51 @@ class ImagegateK8sClient(PipesK8sClient):
         finally:
             self._local.planned = None
         return ImagegateInvocation(inner, gate)
+
+    def _settle(self, context: Any, identity: imagegate.TaskIdentity, planned: imagegate.PodPlan,
+                namespace: str | None) -> tuple[str, str] | None:
+        """Delete the pods of earlier attempts of this step but the one to follow: (namespace, name) or None."""
+        self._load_k8s_config()
+        client = DagsterKubernetesClient.production_client()
+        namespace = namespace or detect_current_namespace(self.kubeconfig_file) or "default"
+        listed = client.core_api.list_namespaced_pod(namespace, label_selector=f"imagegate.dev/task-key={identity.key}").items
+        pods = [kubernetes.client.ApiClient().sanitize_for_serialization(p) for p in listed]
+        self.settled = imagegate.pod_verdicts(pods, planned, reattach=self.reattach)
+        followed = None
+        for verdict in self.settled:
+            if verdict.action == "reattach":
+                followed = (namespace, verdict.id)
+                context.log.info(f"imagegate: reattaching to {verdict.describe()} of an earlier attempt: {verdict.reason}")
+            elif verdict.action == "remove":
+                try:
+                    client.core_api.delete_namespaced_pod(verdict.id, namespace)
+                except kubernetes.client.ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                context.log.info(f"imagegate: deleted {verdict.describe()} of an earlier attempt: {verdict.reason}")
+        return followed
+
+    def _follow(self, context: Any, pod: tuple[str, str], *, extras: PipesExtras | None = None,
+                ignore_containers: set | None = None, enable_multi_container_logs: bool = False,
+                pod_wait_timeout: float = DEFAULT_WAIT_TIMEOUT, delete_pod_on_completion: bool = True) -> Any:
+        """dagster-k8s's ``run()`` from the point its pod exists, for a pod an earlier attempt created: its
+        logs (from the start) through this step's Pipes session, its end, its deletion. dagster-k8s has no
+        seam to adopt a pod, so these are the parent's own calls, in its order."""
+        namespace, pod_name = pod
+        client = DagsterKubernetesClient.production_client()
+        with open_pipes_session(context=context, extras=extras, context_injector=self.context_injector,
+                                message_reader=self.message_reader) as pipes_session:
+            try:
+                with self.consume_pod_logs(context=context, client=client, namespace=namespace, pod_name=pod_name,
+                                           enable_multi_container_logs=enable_multi_container_logs,
+                                           ignore_containers=ignore_containers):
+                    client.wait_for_pod(pod_name, namespace, wait_for_state=WaitForPodState.Terminated,
+                                        ignore_containers=ignore_containers,
+                                        wait_time_between_attempts=self.poll_interval, wait_timeout=pod_wait_timeout)
+            finally:
+                if delete_pod_on_completion:
+                    client.core_api.delete_namespaced_pod(pod_name, namespace)
+        return PipesClientCompletedInvocation(pipes_session)
 
     @contextlib.contextmanager
     def consume_pod_logs(self, context: Any, client: Any, namespace: str, pod_name: str, **kwargs: Any) -> Iterator[None]:

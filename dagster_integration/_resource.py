@@ -219,6 +219,22 @@ class ImagegateResource(dg.ConfigurableResource):
         return Preflight(plan, build, lint, evaluations, policy)
 
 
+def task_identity(context: Any) -> imagegate.TaskIdentity | None:
+    """The step of *context* as the core's ``TaskIdentity``: its key is the root run and the step key, so a
+    re-execution (a new run whose ``root_run_id`` is the first run's) and a retry find the containers or pods
+    of earlier attempts. None outside a run (a directly invoked asset): then none are looked for."""
+    try:
+        run = context.run
+        step_key = context.get_step_execution_context().step.key
+        retry = getattr(context, "retry_number", None)
+    except Exception:  # noqa: BLE001 - no run, no step (direct invocation, build_asset_context)
+        return None
+    if not getattr(run, "run_id", None) or not step_key:
+        return None
+    return imagegate.TaskIdentity.dagster(run_id=run.run_id, root_run_id=getattr(run, "root_run_id", None),
+                                          step_key=step_key, retry_number=retry)
+
+
 def _progress(context: Any) -> Callable[[str], None] | None:
     """A job directory's build progress into the step's log (transient ``\\r`` lines are for terminals)."""
     if context is None:

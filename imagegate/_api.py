@@ -116,12 +116,18 @@ def check(
         and policy.waiver_for(ref, "registry", today) is None
     )
     passwd = None
+    signatures = None
     if not refused:
         client = client or shared_client(policy.insecure_registries)
         facts = client.inspect(ref, chosen)
         if _needs_passwd(facts, mode, user, policy):
             passwd = client.passwd(facts)
-    data = CheckInput(reference=ref, facts=facts, backend=mode, policy=policy, user=user, passwd=passwd)
+        if policy.mode("signature") is not Mode.OFF and policy.signature_rules_for(ref):
+            from imagegate._cosign import verify_rules
+
+            signatures = verify_rules(client, facts.pinned, policy.signature_rules_for(ref))
+    data = CheckInput(reference=ref, facts=facts, backend=mode, policy=policy, user=user, passwd=passwd,
+                      signatures=signatures)
     return Report(
         reference=str(reference) if isinstance(reference, str) else ref.familiar,
         pinned=facts.pinned.familiar if facts else None,

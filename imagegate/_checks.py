@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from imagegate._facts import ImageFacts
 from imagegate._policy import Backend, Mode, Policy
@@ -17,6 +17,9 @@ from imagegate._reference import Reference
 from imagegate._tags import TagClass
 from imagegate._user import MAX_UID, PasswdLookup, UserSpec, is_root, parse_user, resolve_name, runtime_uid
 from imagegate._report import CheckResult, Finding, Outcome, Status
+
+if TYPE_CHECKING:
+    from imagegate._cosign import Verification
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +29,9 @@ class CheckInput:
     ``facts`` is None when the image was not fetched (e.g. its registry is not
     allowed); ``user`` is a runtime override (Docker ``user=``, Kubernetes
     ``runAsUser``), checked instead of the image's USER when set; ``passwd`` is the
-    image's ``/etc/passwd`` when the user is a name to resolve (Docker).
+    image's ``/etc/passwd`` when the user is a name to resolve (Docker); ``signatures`` the
+    cosign verification of the image's digest for each ``[[signatures]]`` rule that covers it
+    (None: not verified, e.g. the image was not fetched).
     """
 
     reference: Reference
@@ -35,6 +40,7 @@ class CheckInput:
     policy: Policy
     user: str | None = None
     passwd: PasswdLookup | None = None
+    signatures: tuple[Verification, ...] | None = None
 
 
 def check_registry(data: CheckInput) -> Finding:
@@ -191,15 +197,40 @@ def _named_user(data: CheckInput, spec: UserSpec, origin: str, shown: str) -> Fi
     return Finding("non-root", Status.OK, f"runs as {spec.text!r} = uid {uid} ({origin}, from the image's /etc/passwd)")
 
 
+def check_signature(data: CheckInput) -> Finding:
+    """The image's digest carries valid cosign signatures by the keys every matching ``[[signatures]]`` rule names."""
+    rules = data.policy.signature_rules_for(data.reference)
+    name = data.reference.name
+    if not rules:
+        return Finding("signature", Status.OK, f"no [[signatures]] rule covers {name}")
+    if data.signatures is None:  # fail closed: a caller that fetched the image but did not verify
+        return Finding("signature", Status.VIOLATION, f"{name}'s signatures were not verified",
+                       "check the image with imagegate.check(), which verifies them")
+    failed = [v for v in data.signatures if not v.verified]
+    if not failed:
+        return Finding("signature", Status.OK, "; ".join(v.reason() for v in data.signatures))
+    digest = failed[0].digest
+    return Finding(
+        "signature",
+        Status.VIOLATION,
+        f"{name}@{_short(digest)} is not signed as the policy requires: " + "; ".join(v.reason() for v in failed),
+        f"sign the digest that launches: cosign sign --key cosign.key {name}@{digest} (or check the keys under "
+        "[[signatures]] in the policy)",
+    )
+
+
 CHECKS: Mapping[str, Callable[[CheckInput], Finding]] = {
     "registry": check_registry,
     "pinned": check_pinned,
     "non-root": check_non_root,
+    "signature": check_signature,
 }
 
 
 # Checks that read the image config; skipped when the image was not fetched.
 NEEDS_IMAGE = frozenset({"non-root"})
+# Checks a policy must configure to exist; absent from reports until it does ([[signatures]]).
+CONFIGURED = {"signature": lambda policy: bool(policy.signatures)}
 
 
 def apply_policy(finding: Finding, data: CheckInput, today: dt.date | None = None) -> CheckResult:
@@ -222,11 +253,16 @@ def evaluate(data: CheckInput, today: dt.date | None = None) -> tuple[CheckResul
     """Run every check the policy has on, in order."""
     results = []
     for check, function in CHECKS.items():
+        if check in CONFIGURED and not CONFIGURED[check](data.policy):
+            continue
         mode = data.policy.mode(check)
         if mode is Mode.OFF:
             results.append(CheckResult(check, Outcome.SKIPPED, mode.value, "turned off by the policy"))
             continue
         if check in NEEDS_IMAGE and data.facts is None and data.user is None:
+            results.append(CheckResult(check, Outcome.SKIPPED, mode.value, "not checked: the image was not fetched"))
+            continue
+        if check == "signature" and data.facts is None and data.policy.signature_rules_for(data.reference):
             results.append(CheckResult(check, Outcome.SKIPPED, mode.value, "not checked: the image was not fetched"))
             continue
         results.append(apply_policy(function(data), data, today))

@@ -35,6 +35,7 @@ from imagegate._api import check, shared_client
 from imagegate._checks import numeric_ids
 from imagegate._errors import CheckFailed, ImagegateError, typed_errors
 from imagegate._hardening import CONTAINER_FIELDS, HardeningError, docker_violations, harden_pod, mount_violations
+from imagegate._owner import LABEL_SPEC, LABEL_TASK_KEY, PREFIX, Launcher, TaskIdentity
 from imagegate._policy import Backend, Policy
 from imagegate._reference import Reference, launch_reference, parse_reference
 from imagegate._report import Report
@@ -356,6 +357,8 @@ def plan_pod(
     today: dt.date | None = None,
     orchestrator: str | None = None,
     task: str | None = None,
+    identity: TaskIdentity | None = None,
+    launch_id: str | None = None,
 ) -> PodPlan:
     """Gate every container of *pod* (init, regular, ephemeral): check each image, pin it, and with
     *harden* apply the restricted profile. *primary* is the already planned image of
@@ -392,7 +395,8 @@ def plan_pod(
     metadata = result.setdefault("metadata", {}) or {}
     result["metadata"] = metadata
     labels, annotations = pod_metadata(
-        primary, images={name: str(plan.pinned) for name, plan in plans.items()}, orchestrator=orchestrator, task=task
+        primary, images={name: str(plan.pinned) for name, plan in plans.items()}, orchestrator=orchestrator, task=task,
+        identity=identity, launch_id=launch_id,
     )
     metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
     metadata["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
@@ -449,26 +453,47 @@ def verify_container(inspect: Mapping[str, Any], plan: LaunchPlan, policy: Polic
 
 
 def container_labels(plan: LaunchPlan, *, orchestrator: str, task: str, launch_id: str,
-                     given: Mapping[str, str] | Sequence[str] | None = None) -> dict[str, str]:
+                     given: Mapping[str, str] | Sequence[str] | None = None, identity: TaskIdentity | None = None,
+                     launcher: Launcher | None = None, spec: str | None = None) -> dict[str, str]:
     """The labels every container imagegate launches on Docker carries, over the *given* ones (a dict,
-    or a list of keys with empty values, as the docker SDK takes them): imagegate's own always win."""
+    or a list of keys with empty values, as the docker SDK takes them): imagegate's own always win.
+
+    Who launched it: the *identity* of the task and this try (``imagegate.dev/task-key`` and every id,
+    see :class:`~imagegate.TaskIdentity`), and the launching process (*launcher*, default this one:
+    host, pid, the pid's start time, boot id, pid namespace — what ``imagegate gc`` reads); *spec* is
+    :func:`~imagegate.spec_key` of what was asked to run (a retry reattaches only to the same).
+    """
     labels = dict.fromkeys(map(str, given), "") if isinstance(given, (list, tuple)) else dict(given or {})
+    labels = {key: value for key, value in labels.items() if not str(key).startswith(PREFIX)}  # none may pose as ours
     labels.update({
         LABEL_PINNED: str(plan.pinned),
         LABEL_LAUNCH: launch_id,
         LABEL_ORCHESTRATOR: orchestrator,
         LABEL_TASK: task,
     })
+    labels.update((launcher or Launcher.current()).labels())
+    if identity is not None:
+        labels.update(identity.labels())
+    if spec:
+        labels[LABEL_SPEC] = spec
     return labels
 
 
 def pod_metadata(primary: LaunchPlan | None, *, images: Mapping[str, str], orchestrator: str | None = None,
-                 task: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
-    """(labels, annotations) for a pod: label values must be short and plain, so references are annotations."""
+                 task: str | None = None, identity: TaskIdentity | None = None,
+                 launch_id: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, annotations) for a pod: label values must be short and plain (at most 63 characters of
+    ``[A-Za-z0-9-_.]``), so references and the task's ids are annotations; the labels are the
+    orchestrator, the launch id and :attr:`TaskIdentity.key` (what a retry selects its predecessors by)."""
     labels = {LABEL_ORCHESTRATOR: orchestrator} if orchestrator else {}
     annotations = {LABEL_IMAGES: json.dumps(dict(images), sort_keys=True)}
     if primary is not None:
         annotations[LABEL_PINNED] = str(primary.pinned)
     if task:
         annotations[LABEL_TASK] = task
+    if launch_id:
+        labels[LABEL_LAUNCH] = launch_id
+    if identity is not None:
+        labels[LABEL_TASK_KEY] = identity.key
+        annotations.update({k: v for k, v in identity.labels().items() if k != LABEL_TASK_KEY})
     return labels, annotations

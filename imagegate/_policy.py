@@ -20,6 +20,12 @@ Defaults live here and only here. A policy comes from a TOML file of its own
     non-root = "warn"
     lint = "enforce"                      # builds: lint errors block the build (warn: report, build anyway)
 
+    [[signatures]]                        # cosign signatures required before launch (see docs/signatures.md)
+    images = ["registry.example.com/team/**"]   # globs over the image name (registry/repository)
+    keys = ["keys/ci.pub"]                # PEM public keys (paths relative to the policy file, or the PEM itself)
+    required = 1                          # how many of the keys must have signed the image's digest
+                                          # [checks] signature: enforce when [[signatures]] exist, else off
+
     [[waivers]]                           # checks is required: a list, or ["*"] (every report warns then)
     reference = "registry.example.com/vendor/*"
     checks = ["non-root"]
@@ -45,7 +51,7 @@ from imagegate._patterns import Glob
 from imagegate._reference import Reference
 from imagegate._tags import TagRules
 
-CHECK_IDS = ("registry", "pinned", "non-root", "lint")  # lint: whether Dockerfile lint errors block a build
+CHECK_IDS = ("registry", "pinned", "non-root", "lint", "signature")  # lint: whether Dockerfile lint errors block a build
 POLICY_FILE = "imagegate.toml"
 
 
@@ -114,7 +120,34 @@ class Waiver:
         return f"{self.reference!r} for {', '.join(self.checks)} ({self.reason}{until})"
 
 
-_DEFAULT_MODES: Mapping[str, Mode] = {check: Mode.ENFORCE for check in CHECK_IDS}
+# signature: off until the policy says which keys sign what ([[signatures]]): a new version refuses nobody's images.
+_DEFAULT_MODES: Mapping[str, Mode] = {check: Mode.OFF if check == "signature" else Mode.ENFORCE for check in CHECK_IDS}
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureRule:
+    """Images matching one of ``images`` must be signed (cosign) by ``required`` of ``keys`` — as Sigstore
+    policy-controller's ``images[].glob`` + ``authorities``. Every rule that matches an image must be satisfied.
+
+    ``images`` are globs (:class:`~imagegate._patterns.Glob`) matched against the image's name
+    (``registry/repository``, also in its familiar spelling); ``keys`` are
+    :class:`~imagegate._cosign.PublicKey` s, read when the policy is loaded.
+    """
+
+    images: tuple[str, ...]
+    keys: tuple[Any, ...]
+    required: int = 1
+    _globs: tuple[Glob, ...] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_globs", tuple(Glob(p) for p in self.images))
+
+    def matches(self, ref: Reference) -> bool:
+        bare = Reference(ref.registry, ref.repository)
+        return any(glob.match(name) for glob in self._globs for name in {bare.name, bare.familiar})
+
+    def describe(self) -> str:
+        return f"{', '.join(self.images)} ({self.required} of {', '.join(k.source for k in self.keys)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +164,7 @@ class Policy:
     resolve_user_names: bool = True
     allowed_capabilities: tuple[str, ...] = ()
     allowed_host_paths: tuple[str, ...] = ()
+    signatures: tuple[SignatureRule, ...] = ()
     source: str | None = None
     _registry_globs: tuple[Glob, ...] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -177,6 +211,10 @@ class Policy:
             )
         return tuple(out)
 
+    def signature_rules_for(self, ref: Reference) -> tuple[SignatureRule, ...]:
+        """The [[signatures]] rules that cover *ref* (all must be satisfied)."""
+        return tuple(rule for rule in self.signatures if rule.matches(ref))
+
     def registry_allowed(self, registry: str) -> bool:
         """True when no allow-list is set, or *registry* matches one of its globs (literally, IPv6 included)."""
         return not self._registry_globs or any(glob.match(registry.lower()) for glob in self._registry_globs)
@@ -193,8 +231,9 @@ class Policy:
     # -- loading ----------------------------------------------------------------------
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, source: str | None = None) -> Policy:
-        """Build a policy from decoded TOML; unknown or mistyped keys raise PolicyError."""
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str | None = None, base_dir: str | Path | None = None) -> Policy:
+        """Build a policy from decoded TOML; unknown or mistyped keys raise PolicyError. Key files named in
+        ``[[signatures]]`` are read relative to *base_dir* (the policy file's directory; default: the current one)."""
         keys = {str(k).replace("_", "-"): v for k, v in data.items()}
         unknown = sorted(set(keys) - _TOP_KEYS)
         if unknown:
@@ -204,6 +243,17 @@ class Policy:
             check = str(name).replace("_", "-")
             _require_check(check, source=source)
             modes[check] = _mode(value, source=source, key=f"checks.{check}")
+        signatures = tuple(_signature_rule(item, i, source, Path(base_dir or "."))
+                           for i, item in enumerate(_list(keys.get("signatures", []), "signatures", source)))
+        explicit = {str(name).replace("_", "-") for name in _table(keys.get("checks", {}), "checks", source)}
+        if "signature" not in explicit and signatures:
+            modes["signature"] = Mode.ENFORCE
+        if modes["signature"] is not Mode.OFF and not signatures:
+            raise PolicyError(
+                f"is {modes['signature'].value!r} but no [[signatures]] entry says which keys must "
+                "have signed which images; add one (images = [...], keys = [...]) or set it to 'off'",
+                source=source, key="checks.signature",
+            )
         rules = TagRules.default()
         mutable = _strings(keys.get("mutable-tags", []), "mutable-tags", source)
         immutable = _strings(keys.get("immutable-tags", []), "immutable-tags", source)
@@ -232,6 +282,7 @@ class Policy:
             resolve_user_names=names,
             allowed_capabilities=_strings(keys.get("allowed-capabilities", []), "allowed-capabilities", source),
             allowed_host_paths=_strings(keys.get("allowed-host-paths", []), "allowed-host-paths", source),
+            signatures=signatures,
             source=source,
         )
 
@@ -244,8 +295,9 @@ class Policy:
             table = (data.get("tool") or {}).get("imagegate")
             if table is None:
                 raise PolicyError("has no [tool.imagegate] table", source=str(file))
-            return cls.from_mapping(_table(table, "tool.imagegate", str(file)), source=f"{file} [tool.imagegate]")
-        return cls.from_mapping(data, source=str(file))
+            return cls.from_mapping(_table(table, "tool.imagegate", str(file)), source=f"{file} [tool.imagegate]",
+                                    base_dir=file.parent)
+        return cls.from_mapping(data, source=str(file), base_dir=file.parent)
 
     @classmethod
     def discover(cls, start: str | Path = ".") -> Policy:
@@ -275,8 +327,10 @@ _TOP_KEYS = frozenset(
         "resolve-user-names",
         "allowed-capabilities",
         "allowed-host-paths",
+        "signatures",
     }
 )
+_SIGNATURE_KEYS = frozenset({"images", "keys", "required"})
 _WAIVER_KEYS = frozenset({"reference", "checks", "reason", "expires"})
 
 
@@ -369,6 +423,43 @@ def _waiver(item: Any, index: int, source: str | None) -> Waiver:
         return Waiver(reference=reference, checks=checks, reason=reason.strip(), expires=expires)
     except PolicyError as exc:
         raise PolicyError(exc.message, source=source, key=f"{where}.reference") from None
+
+
+def _signature_rule(item: Any, index: int, source: str | None, base_dir: Path) -> SignatureRule:
+    from imagegate._cosign import MAX_KEYS, InvalidKey, PublicKey, check_keys  # cryptography: only for signatures
+
+    where = f"signatures[{index}]"
+    table = {str(k).replace("_", "-"): v for k, v in _table(item, where, source).items()}
+    unknown = sorted(set(table) - _SIGNATURE_KEYS)
+    if unknown:
+        raise PolicyError(f"unknown key {unknown[0]!r}; signatures take {', '.join(sorted(_SIGNATURE_KEYS))}",
+                          source=source, key=where)
+    for name in ("images", "keys"):
+        if name not in table or not table[name]:
+            raise PolicyError(f"needs {name!r}: a non-empty list (images = [\"registry.example.com/team/**\"], "
+                              "keys = [\"cosign.pub\"])", source=source, key=f"{where}.{name}")
+    images = _globs(table["images"], f"{where}.images", source)
+    texts = _strings(table["keys"], f"{where}.keys", source)
+    if len(texts) > MAX_KEYS:
+        raise PolicyError(f"at most {MAX_KEYS} keys", source=source, key=f"{where}.keys")
+    keys = []
+    for i, text in enumerate(texts):
+        try:
+            if text.lstrip().startswith("-----BEGIN"):
+                keys.append(PublicKey.from_pem(text.encode(), f"{where}.keys[{i}]"))
+            else:
+                keys.append(PublicKey.load(base_dir / text))
+        except InvalidKey as exc:
+            raise PolicyError(str(exc), source=source, key=f"{where}.keys[{i}]") from None
+    try:
+        check_keys(keys)
+    except InvalidKey as exc:
+        raise PolicyError(str(exc), source=source, key=f"{where}.keys") from None
+    required = table.get("required", 1)
+    if isinstance(required, bool) or not isinstance(required, int) or not 1 <= required <= len(keys):
+        raise PolicyError(f"required must be a whole number from 1 to the number of keys ({len(keys)})",
+                          source=source, key=f"{where}.required")
+    return SignatureRule(images=images, keys=tuple(keys), required=required)
 
 
 def _globs(value: Any, key: str, source: str | None) -> tuple[str, ...]:

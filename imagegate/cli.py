@@ -1,4 +1,4 @@
-"""The ``imagegate`` command line: ``resolve``, ``check``, ``build``, ``lint``, ``run`` and ``cache``.
+"""The ``imagegate`` command line: ``resolve``, ``check``, ``build``, ``lint``, ``run``, ``cache`` and ``audit``.
 
 The contract, in every outcome:
 
@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _build_parsers(commands)
     _run_parser(commands)
+    _audit_parser(commands)
+    _gc_parser(commands)
+    _verify_parser(commands)
     cache = commands.add_parser("cache", help="show or empty this host's registry cache (content by digest)")
     cache.add_argument("action", choices=["info", "clear"], help="info: where it is and how big; clear: delete its entries")
     cache.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -657,8 +660,59 @@ class CacheRefused(ImagegateError):
     """The registry cache's directory is not safe to use (another owner, or writable by others)."""
 
 
+def _audit_parser(commands: Any) -> None:
+    from imagegate._audit_cli import add_parser  # its options only; the audit itself loads when it runs
+
+    add_parser(commands)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """``imagegate audit``: 0 when runs matched, 1 when none did (imagegate/_audit_cli.py)."""
+    from imagegate._audit_cli import run
+
+    return run(args)
+
+
+def _gc_parser(commands: Any) -> None:
+    sub = commands.add_parser(
+        "gc", help="remove containers imagegate launched on this host whose launching process is gone",
+        description="Remove, on this host, the containers imagegate launched (Airflow, Dagster, imagegate run) that "
+                    "still run (or were created) although the process that launched them is gone; with --older-than, "
+                    "also those that exited longer ago. Containers without imagegate's labels are never touched.",
+    )
+    sub.add_argument("--dry-run", action="store_true", help="print what would be removed; change nothing")
+    sub.add_argument("--older-than", metavar="DURATION",
+                     help="also remove exited containers that finished longer ago than this: 90s, 30m, 12h, 7d, 1h30m")
+    sub.add_argument("--label", action="append", default=[], metavar="KEY[=VALUE]",
+                     help="only containers that also carry this label, e.g. imagegate.dev/dag-id=etl; repeatable")
+    sub.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _gc(args: argparse.Namespace) -> int:
+    """``imagegate gc``: 0 whatever it found (see imagegate/_gc.py); 2 when the engine cannot be reached."""
+    from imagegate._gc import gc
+
+    report = gc(dry_run=args.dry_run, older_than=args.older_than, labels=args.label)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render_text())
+    return EXIT_OK
+
+
+def _verify_parser(commands: Any) -> None:
+    from imagegate._cosign_cli import add_parser  # argparse only; cryptography loads when the command runs
+
+    add_parser(commands)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """``imagegate verify``: 0 verified, 1 not verified (see imagegate/_cosign_cli.py)."""
+    from imagegate._cosign_cli import run
+
+    return run(args)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "resolve": _resolve, "check": _check, "build": _build, "lint": _lint, "run": _run, "cache": _cache,
+    "audit": _audit, "gc": _gc, "verify": _verify,
 }
 
 

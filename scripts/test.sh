@@ -18,6 +18,8 @@ cleanup() {
 }
 trap cleanup EXIT
 $py scripts/stack.py up
+PYTHONPATH=scripts $py -m localstack.browser   # chromium + chromedriver for the Airflow UI tests (apt, once)
+PYTHONPATH=scripts $py -m localstack.cosign_tools   # cosign v3.1.3 from the Go module proxy (once, ~5 min)
 $py scripts/k8s.py up
 # shellcheck disable=SC1091
 source "${IMAGEGATE_STACK_DIR:-/tmp/imagegate-stack}/stack.env"

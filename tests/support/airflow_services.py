@@ -43,6 +43,8 @@ class AirflowServices:
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    components: tuple[str, ...] = COMPONENTS  # e.g. ("api-server",) for a UI/API test on runs made elsewhere
+    extra_env: dict[str, str] = field(default_factory=dict)  # laid over environment(), e.g. real users instead of all-admins
 
     @property
     def url(self) -> str:
@@ -64,6 +66,7 @@ class AirflowServices:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            **self.extra_env,
         }
 
     def start(self, timeout: float = 180) -> None:
@@ -72,7 +75,7 @@ class AirflowServices:
         migrate = subprocess.run([str(self.airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
         if migrate.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}{migrate.stderr[-2000:]}")
-        for name in COMPONENTS:
+        for name in self.components:
             log = open(self.home / f"{name}.log", "wb")  # noqa: SIM115 - the process owns it until stop()
             self.procs[name] = subprocess.Popen(
                 [str(self.airflow), name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -88,7 +91,8 @@ class AirflowServices:
                     raise RuntimeError(f"airflow {name} exited with {proc.returncode}:\n{self.log_tail(name)}")
             try:
                 last = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
-                if all((last.get(c) or {}).get("status") == "healthy" for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
+                wanted = ["metadatabase", *(c.replace("-", "_") for c in self.components if c != "api-server")]
+                if all((last.get(c) or {}).get("status") == "healthy" for c in wanted):
                     return
             except (httpx.HTTPError, ValueError) as exc:
                 last = exc
@@ -112,6 +116,12 @@ class AirflowServices:
                 proc.wait(10)
 
     # -- the REST API ---------------------------------------------------------------------------
+
+    def token(self, username: str, password: str) -> str:
+        """A JWT for *username* from ``POST /auth/token`` (the simple auth manager with real users)."""
+        response = httpx.post(f"{self.url}/auth/token", json={"username": username, "password": password}, timeout=30)
+        response.raise_for_status()
+        return str(response.json()["access_token"])
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         response = httpx.request(method, f"{self.url}/api/v2{path}", timeout=30, **kwargs)

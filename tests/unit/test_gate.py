@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -168,8 +169,67 @@ def test_pod_user_prefers_the_container() -> None:
 def test_container_labels_are_one_scheme(client: RegistryClient) -> None:
     plan = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), client=client)
     labels = imagegate.container_labels(plan, orchestrator="dagster", task="asset", launch_id="abc")
+    me = imagegate.Launcher.current()
     assert labels == {"imagegate.dev/pinned": str(plan.pinned), "imagegate.dev/launch": "abc",
-                      "imagegate.dev/orchestrator": "dagster", "imagegate.dev/task": "asset"}
+                      "imagegate.dev/orchestrator": "dagster", "imagegate.dev/task": "asset",
+                      "imagegate.dev/host": me.host, "imagegate.dev/pid": str(os.getpid()),
+                      "imagegate.dev/pid-start": me.start, "imagegate.dev/boot-id": me.boot_id,
+                      "imagegate.dev/pid-ns": me.pid_ns}
+    assert me.start and me.start.isdigit()  # Linux: /proc/self/stat field 22
+
+
+def test_container_labels_say_who_launched_it_and_none_may_pose_as_ours(client: RegistryClient) -> None:
+    plan = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), client=client)
+    identity = imagegate.TaskIdentity.airflow(dag_id="etl", task_id="load", run_id="manual__2026-01-01T00:00:00+00:00",
+                                              map_index=3, try_number=2)
+    launcher = imagegate.Launcher("worker-7", 4242, "99", "boot", "pid:[1]")
+    given = {"team": "data", "imagegate.dev/task-key": "forged", "imagegate.dev/pid": "1", "imagegate.dev/other": "x"}
+    labels = imagegate.container_labels(plan, orchestrator="airflow", task="etl.load", launch_id="L", given=given,
+                                        identity=identity, launcher=launcher, spec="s" * 40)
+    assert labels["team"] == "data" and "imagegate.dev/other" not in labels  # the imagegate.dev/ keys are ours alone
+    assert labels["imagegate.dev/task-key"] == identity.key != "forged"
+    assert labels["imagegate.dev/run-id"] == "manual__2026-01-01T00:00:00+00:00"  # the full id: Docker takes any value
+    assert (labels["imagegate.dev/dag-id"], labels["imagegate.dev/task-id"], labels["imagegate.dev/map-index"],
+            labels["imagegate.dev/try-number"]) == ("etl", "load", "3", "2")
+    assert (labels["imagegate.dev/host"], labels["imagegate.dev/pid"], labels["imagegate.dev/pid-start"]) == ("worker-7", "4242", "99")
+    assert labels["imagegate.dev/spec"] == "s" * 40
+    assert imagegate.Launcher.from_labels(labels) == launcher
+
+
+def test_every_try_of_a_task_has_one_key_and_other_tasks_another() -> None:
+    base = {"dag_id": "etl", "task_id": "load", "run_id": "scheduled__2026-01-01T00:00:00+00:00", "map_index": -1,
+            "try_number": 1}
+    key = imagegate.TaskIdentity.airflow(**base).key  # type: ignore[arg-type]
+    assert len(key) == 40 and all(c in "0123456789abcdef" for c in key)
+    assert imagegate.TaskIdentity.airflow(**{**base, "try_number": 3}).key == key  # type: ignore[arg-type]
+    for change in ({"dag_id": "etl2"}, {"task_id": "loads"}, {"run_id": "manual__x"}, {"map_index": 0}):
+        assert imagegate.TaskIdentity.airflow(**{**base, **change}).key != key  # type: ignore[arg-type]
+    # ids that only a separator would tell apart do not collide
+    assert imagegate.TaskIdentity.airflow(dag_id="a.b", task_id="c", run_id="r").key != \
+        imagegate.TaskIdentity.airflow(dag_id="a", task_id="b.c", run_id="r").key
+    dagster = imagegate.TaskIdentity.dagster(run_id="r2", root_run_id="r1", step_key="asset", retry_number=1)
+    assert dagster.key == imagegate.TaskIdentity.dagster(run_id="r1", step_key="asset").key  # a re-execution: same key
+    assert dagster.key != imagegate.TaskIdentity.dagster(run_id="r2", step_key="asset").key  # another root run
+    assert dagster.key != imagegate.TaskIdentity("airflow", dagster.task).key  # the orchestrator is part of it
+    assert dagster.labels()["imagegate.dev/root-run-id"] == "r1" and dagster.labels()["imagegate.dev/run-id"] == "r2"
+
+
+def test_pod_labels_are_valid_kubernetes_values_and_the_ids_are_annotations(client: RegistryClient) -> None:
+    primary = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), backend="kubernetes", client=client)
+    identity = imagegate.TaskIdentity.airflow(dag_id="d" * 200, task_id="t", run_id="manual__2026-01-01T00:00:00+00:00",
+                                              try_number=1)
+    pod = {"metadata": {"labels": {"mine": "kept"}}, "spec": {"containers": [{"name": "base", "image": "x"}]}}
+    planned = plan_pod(pod, primary=primary, primary_container="base", client=client, orchestrator="airflow",
+                       task="d.t", identity=identity, launch_id="0" * 32)
+    labels, annotations = planned.pod["metadata"]["labels"], planned.pod["metadata"]["annotations"]
+    assert labels == {"mine": "kept", "imagegate.dev/orchestrator": "airflow", "imagegate.dev/launch": "0" * 32,
+                      "imagegate.dev/task-key": identity.key}
+    import re
+
+    for value in labels.values():  # what the API server accepts as a label value
+        assert re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]?", value) and len(value) <= 63, value
+    assert annotations["imagegate.dev/run-id"] == "manual__2026-01-01T00:00:00+00:00"
+    assert annotations["imagegate.dev/dag-id"] == "d" * 200 and annotations["imagegate.dev/try-number"] == "1"
 
 
 def test_policy_waivers_apply_to_helpers(client: RegistryClient) -> None:

@@ -18,8 +18,11 @@ ALLOWED: dict[str, set[str]] = {
     "_tags": {"_errors", "_patterns"},
     "_facts": {"_errors", "_reference"},
     "_report": set(),
-    "_policy": {"_errors", "_facts", "_patterns", "_reference", "_tags"},
-    "_checks": {"_facts", "_policy", "_reference", "_report", "_tags", "_user"},
+    "_policy": {"_cosign", "_errors", "_facts", "_patterns", "_reference", "_tags"},  # _cosign: [[signatures]] keys
+    "_checks": {"_cosign", "_facts", "_policy", "_reference", "_report", "_tags", "_user"},
+    # cosign signatures: keys, finding and verifying (the client's request path; _registry/_transport for types)
+    "_cosign": {"_documents", "_errors", "_json", "_reference", "_registry", "_transport", "cryptography"},
+    "_cosign_cli": {"_cosign", "_errors", "_reference", "_registry"},  # imagegate verify
     "_user": set(),
     "_json": set(),
     "_secrets": set(),
@@ -33,16 +36,20 @@ ALLOWED: dict[str, set[str]] = {
         "_auth", "_diskcache", "_documents", "_errors", "_facts", "_json", "_layers", "_reference", "_secrets", "_transport", "_user",
         "httpx",
     },
-    "_api": {"_checks", "_errors", "_facts", "_policy", "_reference", "_report", "_registry", "_user"},
+    "_api": {"_checks", "_cosign", "_errors", "_facts", "_policy", "_reference", "_report", "_registry", "_user"},
     "_hardening": {"_errors", "_policy"},
+    "_audit": {"_errors", "_reference", "httpx"},  # the audit: records, filters, the api-server over HTTP
+    "_audit_cli": {"_audit", "_errors"},  # `imagegate audit`'s options, and the command
+    "_owner": set(),  # who launched a container: the task's ids, the launching process (/proc only)
     "_gate": {
-        "_api", "_checks", "_errors", "_hardening", "_policy", "_reference", "_registry", "_report",
+        "_api", "_checks", "_errors", "_hardening", "_owner", "_policy", "_reference", "_registry", "_report",
         "build._builder", "build._lint", "build._lockfile",
     },
+    "_gc": {"_errors", "_gate", "_hardening", "_owner", "_policy", "docker"},  # retries' predecessors, imagegate gc
     "_runspec": {"_errors", "_gate", "_hardening", "_policy"},
     "_run": {"_errors", "_gate", "_hardening", "_policy", "_runspec", "docker"},
     "cli": {
-        "imagegate", "_api", "_diskcache", "_errors", "_gate", "_policy", "_registry", "_run", "_runspec",
+        "imagegate", "_api", "_audit_cli", "_cosign_cli", "_diskcache", "_errors", "_gate", "_gc", "_policy", "_registry", "_run", "_runspec",
         "build._builder", "build._context", "build._lint",
     },
     "build": set(),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import imagegate
 from imagegate import (
     Bind,
     DockerConfig,
@@ -302,6 +303,7 @@ def test_the_launch_is_the_pinned_digest_hardened_and_labelled(plan: LaunchPlan,
         "imagegate.dev/launch": "L1",
         "imagegate.dev/orchestrator": "cli",
         "imagegate.dev/task": REF,
+        **imagegate.Launcher.current().labels(),  # who launched it: `imagegate gc` reads these
     }
     host = launch.host_config
     assert host["security_opt"] == ["no-new-privileges:true"] and host["cap_drop"] == ["ALL"] and "privileged" not in host
