@@ -78,6 +78,9 @@ if TYPE_CHECKING:
         settle_predecessors,
     )
     from imagegate._registry import Descriptor, RegistryClient
+    from imagegate._cosign import Attestations, InvalidKey, PublicKey, Verification, load_keys, verify_attestations, verify_signatures
+    from imagegate._cosign_keys import PrivateKey, PrivateKeyError, WrongPassword, generate_key_pair, load_private_key
+    from imagegate._cosign_write import SignatureWriteError, Written, attest_image, sign_image
     from imagegate._run import RunError, RunResult, run_container
     from imagegate._runspec import Bind, DockerLaunch, RunOptionError, RunSpec, docker_launch
     from imagegate.build._builder import BuildResult, build_image
@@ -178,6 +181,22 @@ _LAZY = {
     "settle_predecessors": "imagegate._gc",
     "RegistryClient": "imagegate._registry",
     "Descriptor": "imagegate._registry",
+    "Attestations": "imagegate._cosign",
+    "InvalidKey": "imagegate._cosign",
+    "PublicKey": "imagegate._cosign",
+    "Verification": "imagegate._cosign",
+    "load_keys": "imagegate._cosign",
+    "verify_attestations": "imagegate._cosign",
+    "verify_signatures": "imagegate._cosign",
+    "PrivateKey": "imagegate._cosign_keys",
+    "PrivateKeyError": "imagegate._cosign_keys",
+    "WrongPassword": "imagegate._cosign_keys",
+    "generate_key_pair": "imagegate._cosign_keys",
+    "load_private_key": "imagegate._cosign_keys",
+    "SignatureWriteError": "imagegate._cosign_write",
+    "Written": "imagegate._cosign_write",
+    "attest_image": "imagegate._cosign_write",
+    "sign_image": "imagegate._cosign_write",
     "RunError": "imagegate._run",
     "RunResult": "imagegate._run",
     "run_container": "imagegate._run",
@@ -204,6 +223,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_PLATFORM",
     "LOCK_FILE",
+    "Attestations",
     "AuditFilter",
     "AuditQueryError",
     "AuditRow",
@@ -234,6 +254,7 @@ __all__ = [
     "ImageSource",
     "ImagegateError",
     "InsecureRegistry",
+    "InvalidKey",
     "InvalidReference",
     "LaunchMismatch",
     "LaunchPlan",
@@ -254,6 +275,9 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Predecessor",
+    "PrivateKey",
+    "PrivateKeyError",
+    "PublicKey",
     "Reference",
     "ReferenceKind",
     "RegistryClient",
@@ -265,6 +289,7 @@ __all__ = [
     "RunResult",
     "RunSpec",
     "Settled",
+    "SignatureWriteError",
     "SourceError",
     "Status",
     "TagClass",
@@ -272,7 +297,11 @@ __all__ = [
     "TaskIdentity",
     "UnexpectedError",
     "UnsupportedManifest",
+    "Verification",
     "Waiver",
+    "Written",
+    "WrongPassword",
+    "attest_image",
     "build_image",
     "check",
     "check_offline",
@@ -286,12 +315,15 @@ __all__ = [
     "evaluate",
     "find_lock_file",
     "gc",
+    "generate_key_pair",
     "harden_docker",
     "harden_pod",
     "inspect",
     "is_root_user",
     "launch_reference",
     "lint_dockerfile",
+    "load_keys",
+    "load_private_key",
     "numeric_ids",
     "parse_digest",
     "parse_duration",
@@ -308,9 +340,12 @@ __all__ = [
     "run_container",
     "settle_predecessors",
     "shared_client",
+    "sign_image",
     "spec_key",
+    "verify_attestations",
     "verify_container",
     "verify_pod_images",
+    "verify_signatures",
 ]
 
 

@@ -17,7 +17,8 @@ from imagegate._reference import Reference, parse_reference
 if TYPE_CHECKING:
     import datetime as dt
 
-    from imagegate._policy import Backend, Policy
+    from imagegate._cosign import Attestations
+    from imagegate._policy import Backend, Policy, VulnerabilityRule
     from imagegate._registry import RegistryClient
     from imagegate._report import Report
 
@@ -101,6 +102,8 @@ def check(
     request goes to a registry that is not allowed. Registry and reference
     errors propagate as :class:`~imagegate.RegistryError` / ``InvalidReference``.
     """
+    import datetime as dt
+
     from imagegate._checks import CheckInput, evaluate
     from imagegate._policy import Backend, Mode, Policy
     from imagegate._report import Report
@@ -117,6 +120,8 @@ def check(
     )
     passwd = None
     signatures = None
+    vulnerabilities = None
+    now = dt.datetime.now(dt.timezone.utc)
     if not refused:
         client = client or shared_client(policy.insecure_registries)
         facts = client.inspect(ref, chosen)
@@ -126,8 +131,10 @@ def check(
             from imagegate._cosign import verify_rules
 
             signatures = verify_rules(client, facts.pinned, policy.signature_rules_for(ref))
+        if policy.mode("vulnerabilities") is not Mode.OFF and policy.vulnerability_rules_for(ref):
+            vulnerabilities = verify_vulnerability_rules(client, facts.pinned, policy.vulnerability_rules_for(ref), now)
     data = CheckInput(reference=ref, facts=facts, backend=mode, policy=policy, user=user, passwd=passwd,
-                      signatures=signatures)
+                      signatures=signatures, vulnerabilities=vulnerabilities, now=now, today=today)
     return Report(
         reference=str(reference) if isinstance(reference, str) else ref.familiar,
         pinned=facts.pinned.familiar if facts else None,
@@ -138,6 +145,18 @@ def check(
         facts=facts.to_dict() if facts else None,
         notices=policy.notices(),
     )
+
+
+def verify_vulnerability_rules(client: RegistryClient, pinned: Reference, rules: tuple[VulnerabilityRule, ...],
+                               now: dt.datetime) -> tuple[Attestations, ...]:
+    """The verified attestations of the image *pinned* names (by digest) for each ``[[vulnerabilities]]`` rule: its
+    keys, required count and predicate types; a cached result older than the rule's max-age is looked up again."""
+    from imagegate._cosign import verify_attestations
+    from imagegate._vulns import fresh_enough
+
+    assert pinned.digest is not None
+    return tuple(verify_attestations(client, pinned, pinned.digest, rule.keys, types=rule.types, required=rule.required,
+                                     fresh_enough=fresh_enough(rule, now)) for rule in rules)
 
 
 def _needs_passwd(facts: ImageFacts, backend: Backend, user: str | None, policy: Policy) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from imagegate._facts import ImageFacts
 from imagegate._policy import Backend, Mode, Policy
@@ -19,7 +19,7 @@ from imagegate._user import MAX_UID, PasswdLookup, UserSpec, is_root, parse_user
 from imagegate._report import CheckResult, Finding, Outcome, Status
 
 if TYPE_CHECKING:
-    from imagegate._cosign import Verification
+    from imagegate._cosign import Attestations, Verification
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,9 @@ class CheckInput:
     ``runAsUser``), checked instead of the image's USER when set; ``passwd`` is the
     image's ``/etc/passwd`` when the user is a name to resolve (Docker); ``signatures`` the
     cosign verification of the image's digest for each ``[[signatures]]`` rule that covers it
-    (None: not verified, e.g. the image was not fetched).
+    (None: not verified, e.g. the image was not fetched); ``vulnerabilities`` likewise the verified
+    attestations for each ``[[vulnerabilities]]`` rule that covers it; ``now`` the time a scan's age
+    is measured at and ``today`` the day waivers expire by (default: the clock).
     """
 
     reference: Reference
@@ -41,6 +43,9 @@ class CheckInput:
     user: str | None = None
     passwd: PasswdLookup | None = None
     signatures: tuple[Verification, ...] | None = None
+    vulnerabilities: tuple[Attestations, ...] | None = None
+    now: dt.datetime | None = None
+    today: dt.date | None = None
 
 
 def check_registry(data: CheckInput) -> Finding:
@@ -207,8 +212,9 @@ def check_signature(data: CheckInput) -> Finding:
         return Finding("signature", Status.VIOLATION, f"{name}'s signatures were not verified",
                        "check the image with imagegate.check(), which verifies them")
     failed = [v for v in data.signatures if not v.verified]
+    details = _signature_details(data.signatures)
     if not failed:
-        return Finding("signature", Status.OK, "; ".join(v.reason() for v in data.signatures))
+        return Finding("signature", Status.OK, "; ".join(v.reason() for v in data.signatures), details=details)
     digest = failed[0].digest
     return Finding(
         "signature",
@@ -216,7 +222,60 @@ def check_signature(data: CheckInput) -> Finding:
         f"{name}@{_short(digest)} is not signed as the policy requires: " + "; ".join(v.reason() for v in failed),
         f"sign the digest that launches: cosign sign --key cosign.key {name}@{digest} (or check the keys under "
         "[[signatures]] in the policy)",
+        details=details,
     )
+
+
+_LISTED_SIGNATURES = 10  # per rule, in a result's details
+
+
+def _signature_details(verifications: tuple[Verification, ...]) -> dict[str, Any]:
+    """Who signed the digest and in which format, and per rule each signature looked at (bounded), JSON-ready: what
+    the doors show (Dagster's ``image_signed`` metadata, the Airflow record and audit page)."""
+    return {
+        "digest": verifications[0].digest if verifications else None,
+        "signed_by": list(dict.fromkeys(key for v in verifications for key in v.signed_by)),
+        "formats": sorted({c.format for v in verifications for c in v.signatures if c.verified}),
+        "rules": [{"required": v.required, "keys": list(v.keys), "signed_by": list(v.signed_by),
+                   "signatures": [c.to_dict() for c in v.signatures[:_LISTED_SIGNATURES]],
+                   "more_signatures": max(0, len(v.signatures) - _LISTED_SIGNATURES)} for v in verifications],
+    }
+
+
+def check_vulnerabilities(data: CheckInput) -> Finding:
+    """The newest verified vulnerability scan of the image's digest (a cosign attestation signed by the rule's keys)
+    passes every matching ``[[vulnerabilities]]`` rule: severity, fixability, age, waivers (:func:`_vulns.judge`)."""
+    from imagegate._policy import image_names
+    from imagegate._vulns import candidates, judge
+
+    rules = data.policy.vulnerability_rules_for(data.reference)
+    name = data.reference.name
+    if not rules:
+        return Finding("vulnerabilities", Status.OK, f"no [[vulnerabilities]] rule covers {name}")
+    if data.vulnerabilities is None or len(data.vulnerabilities) != len(rules):  # fail closed: not verified
+        return Finding("vulnerabilities", Status.VIOLATION, f"{name}'s vulnerability attestations were not verified",
+                       "check the image with imagegate.check(), which verifies them")
+    now = data.now or dt.datetime.now(dt.timezone.utc)
+    today = data.today or now.date()
+    own = ((data.facts.digest, data.facts.manifest_digest), (data.facts.config_digest,)) if data.facts else ((), ())
+    verdicts = [judge(rule, candidates(found, manifests=own[0], configs=own[1]), image_names=image_names(data.reference),
+                      now=now, today=today)
+                for rule, found in zip(rules, data.vulnerabilities)]
+    failed = [v for v in verdicts if not v.ok]
+    digest = data.vulnerabilities[0].digest
+    if not failed:
+        return Finding("vulnerabilities", Status.OK, "; ".join(v.message for v in verdicts), details=verdicts[0].details)
+    pinned = f"{name}@{digest}"
+    if all(v.missing for v in failed):
+        fix = (f"scan the digest that launches and attest the report: trivy image --format cosign-vuln -o vuln.json "
+               f"{pinned} && cosign attest --key cosign.key --type vuln --predicate vuln.json {pinned}")
+    elif any("too old" in v.message or "no scan time" in v.message for v in failed):
+        fix = f"scan {pinned} again and attest the new report (cosign attest --type vuln …)"
+    else:
+        fix = ("rebuild on fixed packages and attest a new scan, or waive a finding with [[vulnerabilities.waivers]] "
+               "(id = \"CVE-…\", reason = \"…\", expires = YYYY-MM-DD)")
+    return Finding("vulnerabilities", Status.VIOLATION,
+                   f"{name}@{_short(digest)}: " + "; ".join(v.message for v in failed), fix, details=failed[0].details)
 
 
 CHECKS: Mapping[str, Callable[[CheckInput], Finding]] = {
@@ -224,29 +283,34 @@ CHECKS: Mapping[str, Callable[[CheckInput], Finding]] = {
     "pinned": check_pinned,
     "non-root": check_non_root,
     "signature": check_signature,
+    "vulnerabilities": check_vulnerabilities,
 }
 
 
 # Checks that read the image config; skipped when the image was not fetched.
 NEEDS_IMAGE = frozenset({"non-root"})
 # Checks a policy must configure to exist; absent from reports until it does ([[signatures]]).
-CONFIGURED = {"signature": lambda policy: bool(policy.signatures)}
+CONFIGURED = {"signature": lambda policy: bool(policy.signatures),
+              "vulnerabilities": lambda policy: bool(policy.vulnerabilities)}
 
 
 def apply_policy(finding: Finding, data: CheckInput, today: dt.date | None = None) -> CheckResult:
     """Turn a finding into an outcome under the policy's mode and waivers."""
     mode = data.policy.mode(finding.check)
+    details = finding.details
     if finding.status is Status.OK:
-        return CheckResult(finding.check, Outcome.PASS, mode.value, finding.message, finding.fix)
+        return CheckResult(finding.check, Outcome.PASS, mode.value, finding.message, finding.fix, details=details)
     waiver = data.policy.waiver_for(data.reference, finding.check, today)
     if waiver is not None:
         until = f" (until {waiver.expires})" if waiver.expires else ""
-        return CheckResult(finding.check, Outcome.WAIVED, mode.value, finding.message, finding.fix, waiver.reason + until)
+        return CheckResult(finding.check, Outcome.WAIVED, mode.value, finding.message, finding.fix, waiver.reason + until,
+                           details=details)
     expired = data.policy.expired_waiver_for(data.reference, finding.check, today)
     note = f"a waiver for this expired on {expired.expires} ({expired.reason}); renew it or fix the image" if expired else None
     if finding.status is Status.VIOLATION and mode is Mode.ENFORCE:
-        return CheckResult(finding.check, Outcome.FAIL, mode.value, finding.message, finding.fix, note=note)
-    return CheckResult(finding.check, Outcome.WARN, mode.value, finding.message, finding.fix, note=note)
+        return CheckResult(finding.check, Outcome.FAIL, mode.value, finding.message, finding.fix, note=note,
+                           details=details)
+    return CheckResult(finding.check, Outcome.WARN, mode.value, finding.message, finding.fix, note=note, details=details)
 
 
 def evaluate(data: CheckInput, today: dt.date | None = None) -> tuple[CheckResult, ...]:
@@ -262,7 +326,8 @@ def evaluate(data: CheckInput, today: dt.date | None = None) -> tuple[CheckResul
         if check in NEEDS_IMAGE and data.facts is None and data.user is None:
             results.append(CheckResult(check, Outcome.SKIPPED, mode.value, "not checked: the image was not fetched"))
             continue
-        if check == "signature" and data.facts is None and data.policy.signature_rules_for(data.reference):
+        covered = {"signature": data.policy.signature_rules_for, "vulnerabilities": data.policy.vulnerability_rules_for}
+        if check in covered and data.facts is None and covered[check](data.reference):
             results.append(CheckResult(check, Outcome.SKIPPED, mode.value, "not checked: the image was not fetched"))
             continue
         results.append(apply_policy(function(data), data, today))

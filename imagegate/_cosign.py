@@ -33,9 +33,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
+import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from imagegate._errors import ImagegateError, ManifestUnknown, RegistryError
 from imagegate._json import DocumentError, Struct, decode, struct
@@ -46,8 +49,8 @@ if TYPE_CHECKING:
     from imagegate._transport import Reply
 
 __all__ = [
-    "BUNDLE_MEDIA_TYPE", "InvalidKey", "PublicKey", "SignatureCheck", "Verification", "load_keys", "pae",
-    "signature_tag", "verify_signatures",
+    "BUNDLE_MEDIA_TYPE", "AttestationCheck", "Attestations", "InvalidKey", "PublicKey", "SignatureCheck", "Statement",
+    "Verification", "load_keys", "pae", "signature_tag", "verify_attestations", "verify_signatures",
 ]
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -67,6 +70,21 @@ MAX_PAYLOAD_BYTES = 256 << 10  # a simplesigning payload or a bundle (a key-base
 MAX_CANDIDATES = 32  # signatures looked at per format; more are ignored (fail closed: they cannot add trust)
 MAX_KEYS = 64
 MIN_RSA_BITS = 2048
+DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"  # a legacy (.att) attestation layer
+LEGACY_PREDICATE_ANNOTATION = "predicateType"  # that layer's annotation naming its predicate type
+# A vulnerability report in an attestation can be MBs (a Trivy JSON of a large image: 5-20 MiB, base64 in a bundle
+# adds a third): one attestation blob is read up to this, streamed and hashed; all of them together up to the total.
+MAX_ATTESTATION_BYTES = 32 << 20
+MAX_ATTESTATION_TOTAL = 96 << 20
+MAX_CACHED_EVIDENCE = 48 << 20
+# A cached set of verified attestations is used for at most this long before the registry is asked again: the newest
+# scan decides, and a newer (worse) one may have been attested since. Signatures have no such limit: a signature
+# that verified for this digest stays valid (key-based, no revocation), and more signatures cannot make it worse.
+ATTESTATION_RELOOK = 600.0
+# How long "this registry has no referrers API" is remembered (then asked again: a registry may be upgraded). A
+# registry that gained the API in the meantime and got signatures only through it is, at worst, refused until then.
+REFERRERS_MEMO = 3600.0
+_NO_REFERRERS: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictionary()
 
 _BUNDLE_KEYS = frozenset({"mediaType", "verificationMaterial", "dsseEnvelope", "messageSignature"})
 _MATERIAL_KEYS = frozenset({"publicKey", "tlogEntries", "timestampVerificationData", "certificate",
@@ -227,7 +245,8 @@ class SignatureCheck:
 
 @dataclass(frozen=True)
 class Verification:
-    """Which signatures of ``reference`` (at ``digest``) verified with which keys, and whether that is enough."""
+    """Which signatures of ``reference`` (at ``digest``) verified with which keys, and whether that is enough.
+    ``cached``: verified again, locally, from the host's cache of verified signatures (no registry request)."""
 
     reference: str
     digest: str
@@ -235,6 +254,7 @@ class Verification:
     keys: tuple[str, ...]
     signatures: tuple[SignatureCheck, ...]
     notes: tuple[str, ...] = ()
+    cached: bool = False
 
     @property
     def signed_by(self) -> tuple[str, ...]:
@@ -263,6 +283,99 @@ class Verification:
             "reference": self.reference, "digest": self.digest, "verified": self.verified, "required": self.required,
             "keys": list(self.keys), "signed_by": list(self.signed_by), "reason": self.reason(),
             "signatures": [check.to_dict() for check in self.signatures], "notes": list(self.notes),
+            "cached": self.cached,
+        }
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A verified attestation: an in-toto Statement about the image, of ``predicate_type``, signed by ``key``.
+    ``statement_digest`` (sha256 of the signed payload) tells apart statements (the same one signed by several keys
+    has one digest)."""
+
+    format: str  # "legacy" | "bundle"
+    where: str
+    key: str
+    predicate_type: str
+    statement_digest: str
+    predicate: Any = field(repr=False, compare=False, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "where": self.where, "key": self.key, "predicate_type": self.predicate_type,
+                "statement_digest": self.statement_digest}
+
+
+@dataclass(frozen=True)
+class AttestationCheck:
+    """One attestation looked at: verified (then in :attr:`Attestations.statements`) or refused for ``problem``."""
+
+    format: str
+    where: str
+    predicate_type: str | None = None  # what the manifest's annotation says (unsigned: a hint for looking only)
+    key: str | None = None
+    problem: str | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.problem is None and self.key is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "where": self.where, "predicate_type": self.predicate_type, "key": self.key,
+                "problem": self.problem}
+
+
+@dataclass(frozen=True)
+class Attestations:
+    """The attestations of ``reference`` (at ``digest``) of the predicate ``types`` that verified with ``keys``.
+
+    ``statements`` are the verified ones; a statement *counts* when ``required`` distinct keys signed it (the same
+    statement, several envelopes); ``checks`` lists every candidate looked at, refused ones with their reason."""
+
+    reference: str
+    digest: str
+    types: tuple[str, ...]
+    required: int
+    keys: tuple[str, ...]
+    checks: tuple[AttestationCheck, ...]
+    statements: tuple[Statement, ...]
+    notes: tuple[str, ...] = ()
+    cached: bool = False
+
+    def counted(self) -> tuple[tuple[Statement, tuple[str, ...]], ...]:
+        """(a statement, the distinct keys that signed it) for each statement signed by ``required`` keys."""
+        groups: dict[str, list[Statement]] = {}
+        for statement in self.statements:
+            groups.setdefault(statement.statement_digest, []).append(statement)
+        out = []
+        for group in groups.values():
+            signers = tuple(key for key in self.keys if any(s.key == key for s in group))
+            if len(signers) >= self.required:
+                out.append((group[0], signers))
+        return tuple(out)
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.counted())
+
+    def reason(self) -> str:
+        counted = self.counted()
+        if counted:
+            kinds = sorted({s.predicate_type for s, _ in counted})
+            return (f"{len(counted)} verified attestation(s) of {', '.join(kinds)} for {self.digest}"
+                    + (" (from the cache of verified attestations)" if self.cached else ""))
+        refused = [f"{c.format} {c.where}: {c.problem}" for c in self.checks if c.problem]
+        if self.statements:
+            refused.insert(0, f"no statement is signed by {self.required} of the keys")
+        if not refused:
+            return f"no attestation of {', '.join(self.types)} found for {self.digest}"
+        return "; ".join(refused[:4]) + (f"; and {len(refused) - 4} more" if len(refused) > 4 else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference, "digest": self.digest, "verified": self.verified, "types": list(self.types),
+            "required": self.required, "keys": list(self.keys), "reason": self.reason(), "cached": self.cached,
+            "statements": [s.to_dict() for s in self.statements],
+            "attestations": [c.to_dict() for c in self.checks], "notes": list(self.notes),
         }
 
 
@@ -281,17 +394,32 @@ def verify_signatures(
     *,
     required: int = 1,
     formats: Sequence[str] = ("legacy", "bundle"),
+    cache: bool = True,
 ) -> Verification:
     """Find the cosign signatures of *ref*'s image *digest* (the digest being launched) and verify them.
 
     Stops looking once ``required`` distinct keys verified. Registry errors other than "not found" (unreachable,
     auth) propagate as :class:`~imagegate.RegistryError`; anything wrong with a signature itself is a refused
     :class:`SignatureCheck` in the result.
+
+    With the client's disk cache (and *cache*), a verified result's signatures are stored by image digest and keys, and
+    the next verification verifies them again from there, locally, with the keys: no registry request. What is on
+    disk is never trusted: it is verified exactly as if the registry had sent it. A result that is not verified is
+    not stored (a signature may be added later).
     """
     check_keys(keys)
     if not 1 <= required <= len(keys):
         raise ValueError(f"required must be between 1 and the number of keys ({len(keys)}), not {required}")
     repo = Reference(ref.registry, ref.repository)
+    store = _EvidenceCache(client, repo, "cosign-signatures", digest, keys, formats) if cache else None
+    if store is not None:
+        found = store.load()
+        if found:
+            checks = [check for check, _ in (_reverify_signature(item, digest, keys) for item in found) if check]
+            result = Verification(str(ref), digest, required, tuple(k.source for k in keys), tuple(checks),
+                                  ("verified again from the host's cache of verified signatures",), cached=True)
+            if result.verified:
+                return result
     checks: list[SignatureCheck] = []
     notes: list[str] = []
     fetch = _Fetcher(client, repo)
@@ -301,7 +429,10 @@ def verify_signatures(
             if _enough(checks, required):
                 break
             finders[name](fetch, digest, keys, required, checks, notes)
-    return Verification(str(ref), digest, required, tuple(k.source for k in keys), tuple(checks), tuple(notes))
+    result = Verification(str(ref), digest, required, tuple(k.source for k in keys), tuple(checks), tuple(notes))
+    if store is not None and result.verified:
+        store.save(fetch.evidence)
+    return result
 
 
 def verify_rules(client: RegistryClient, pinned: Reference, rules: Sequence[Any]) -> tuple[Verification, ...]:
@@ -309,6 +440,66 @@ def verify_rules(client: RegistryClient, pinned: Reference, rules: Sequence[Any]
     (:class:`~imagegate._policy.SignatureRule`: its keys and required count)."""
     assert pinned.digest is not None
     return tuple(verify_signatures(client, pinned, pinned.digest, rule.keys, required=rule.required) for rule in rules)
+
+
+def verify_attestations(
+    client: RegistryClient,
+    ref: Reference,
+    digest: str,
+    keys: Sequence[PublicKey],
+    *,
+    types: Sequence[str],
+    required: int = 1,
+    formats: Sequence[str] = ("legacy", "bundle"),
+    cache: bool = True,
+    fresh_enough: Callable[[Attestations], bool] | None = None,
+) -> Attestations:
+    """Find the cosign attestations of *ref*'s image *digest* whose predicate type is one of *types* (URIs,
+    :mod:`imagegate._predicates`) and verify them with *keys*: the legacy ``sha256-<hex>.att`` tag (each layer a DSSE
+    envelope) and Sigstore bundles among the image's referrers (the API, or the ``sha256-<hex>`` fallback tag).
+
+    Every candidate is looked at (up to :data:`MAX_CANDIDATES` per format and :data:`MAX_ATTESTATION_TOTAL` bytes in
+    all), so the caller can choose among them (the newest scan). As for signatures: a verified result is cached on
+    disk by image digest, types and keys and verified again locally from there next time; *fresh_enough*, when
+    given, decides whether the cached result will do (False: e.g. its newest scan is older than the policy's
+    max-age, so the registry may have a newer one) — then the registry is asked again.
+    """
+    check_keys(keys)
+    if not types:
+        raise ValueError("types: at least one predicate type")
+    if not 1 <= required <= len(keys):
+        raise ValueError(f"required must be between 1 and the number of keys ({len(keys)}), not {required}")
+    types = tuple(types)
+    repo = Reference(ref.registry, ref.repository)
+    names = tuple(k.source for k in keys)
+    store = _EvidenceCache(client, repo, "cosign-attestations", digest, keys, formats, types) if cache else None
+    if store is not None:
+        found = store.load()
+        if found:
+            checks, statements = [], []
+            for item in found:
+                check, statement = _reverify_attestation(item, digest, keys, types)
+                if check is not None:
+                    checks.append(check)
+                if statement is not None:
+                    statements.append(statement)
+            result = Attestations(str(ref), digest, types, required, names, tuple(checks), tuple(statements),
+                                  ("verified again from the host's cache of verified attestations",), cached=True)
+            if result.verified and store.looked_within(ATTESTATION_RELOOK) and (
+                    fresh_enough is None or fresh_enough(result)):
+                return result
+    checks: list[AttestationCheck] = []
+    statements: list[Statement] = []
+    notes: list[str] = []
+    fetch = _Fetcher(client, repo)
+    with client._http.operation():
+        for name in formats:
+            {"legacy": _legacy_attestations, "bundle": _bundle_attestations}[name](
+                fetch, digest, keys, types, checks, statements, notes)
+    result = Attestations(str(ref), digest, types, required, names, tuple(checks), tuple(statements), tuple(notes))
+    if store is not None and result.verified:
+        store.save(fetch.evidence)
+    return result
 
 
 def _enough(checks: Sequence[SignatureCheck], required: int) -> bool:
@@ -350,11 +541,13 @@ def _legacy(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: i
             return
         where = f"{tag} layer {index}"
         try:
-            key = _legacy_one(fetch, layer, digest, keys)
+            key, payload, signature = _legacy_one(fetch, layer, digest, keys)
         except _Refused as exc:
             checks.append(SignatureCheck("legacy", where, problem=str(exc)))
             continue
         checks.append(SignatureCheck("legacy", where, key=key.source))
+        fetch.evidence.append({"kind": "simplesigning", "where": where, "data": base64.b64encode(payload).decode(),
+                               "signature": base64.b64encode(signature).decode()})
 
 
 def _layer(value: Any, path: str) -> tuple[str, str, int, dict[str, str]]:
@@ -365,7 +558,7 @@ def _layer(value: Any, path: str) -> tuple[str, str, int, dict[str, str]]:
 
 
 def _legacy_one(fetch: _Fetcher, layer: tuple[str, str, int, dict[str, str]], digest: str,
-                keys: Sequence[PublicKey]) -> PublicKey:
+                keys: Sequence[PublicKey]) -> tuple[PublicKey, bytes, bytes]:
     media_type, blob_digest, size, annotations = layer
     if media_type != SIMPLESIGNING:
         raise _Refused(f"media type {media_type!r} is not a cosign simple-signing payload")
@@ -374,6 +567,10 @@ def _legacy_one(fetch: _Fetcher, layer: tuple[str, str, int, dict[str, str]], di
         raise _Refused(f"no {SIGNATURE_ANNOTATION} annotation")
     signature = _b64(encoded, "the signature annotation")
     payload = fetch.blob(blob_digest, size)
+    return _verify_simplesigning(payload, signature, digest, keys), payload, signature
+
+
+def _verify_simplesigning(payload: bytes, signature: bytes, digest: str, keys: Sequence[PublicKey]) -> PublicKey:
     key = _verify_with(keys, signature, payload)
     if key is None:
         raise _Refused("the signature does not verify with any of the keys (signed by another key, or altered)")
@@ -402,11 +599,50 @@ def _simplesigning_digest(payload: bytes) -> str:
     return signed
 
 
+# -- legacy attestations: the .att tag ---------------------------------------------------------------------------------
+
+
+def _legacy_attestations(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], types: Sequence[str],
+                         checks: list[AttestationCheck], statements: list[Statement], notes: list[str]) -> None:
+    tag = signature_tag(digest, "att")
+    try:
+        body = fetch.manifest(tag, f"{OCI_MANIFEST}, {DOCKER_MANIFEST}")
+    except ManifestUnknown:
+        return
+    except _Refused as exc:
+        checks.append(AttestationCheck("legacy", tag, problem=str(exc)))
+        return
+    try:
+        layers = _read_manifest(body).items("layers", _layer, required=True)
+    except DocumentError as exc:
+        checks.append(AttestationCheck("legacy", tag, problem=f"a malformed attestation manifest ({exc})"))
+        return
+    wanted = [(i, layer) for i, layer in enumerate(layers) if layer[3].get(LEGACY_PREDICATE_ANNOTATION) in types]
+    if len(wanted) > MAX_CANDIDATES:
+        notes.append(f"{tag} lists {len(wanted)} attestations of these types; only the last {MAX_CANDIDATES} (the "
+                     "newest cosign appended) were looked at")
+    for index, layer in wanted[-MAX_CANDIDATES:]:
+        where = f"{tag} layer {index}"
+        annotated = layer[3].get(LEGACY_PREDICATE_ANNOTATION)
+        try:
+            if layer[0] != DSSE_MEDIA_TYPE:
+                raise _Refused(f"media type {layer[0]!r} is not a DSSE envelope ({DSSE_MEDIA_TYPE})")
+            data = fetch.attestation_blob(layer[1], layer[2])
+            key, predicate_type, predicate, payload = _verify_envelope(data, digest, keys, types)
+        except _Refused as exc:
+            checks.append(AttestationCheck("legacy", where, annotated, problem=str(exc)))
+            continue
+        checks.append(AttestationCheck("legacy", where, annotated, key=key.source))
+        statements.append(Statement("legacy", where, key.source, predicate_type, _sha256(payload), predicate))
+        fetch.evidence.append({"kind": "dsse", "where": where, "data": base64.b64encode(data).decode()})
+
+
 # -- bundles: referrers --------------------------------------------------------------------------------------------
 
 
-def _bundles(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: int,
-             checks: list[SignatureCheck], notes: list[str]) -> None:
+def _referrers(fetch: _Fetcher, digest: str) -> tuple[str, list[tuple[str, str | None, dict[str, str]]]] | None:
+    """(where they were found, the entries) of the image's referrers: the API, else the fallback tag; None: none.
+    A problem with the index itself is raised as :class:`_Refused`."""
     found = fetch.referrers(digest)
     source = "referrers API"
     if found is None:
@@ -414,15 +650,23 @@ def _bundles(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: 
         try:
             found = fetch.manifest(signature_tag(digest, ""), OCI_INDEX)
         except ManifestUnknown:
-            return
-        except _Refused as exc:
-            checks.append(SignatureCheck("bundle", source, problem=str(exc)))
-            return
+            return None
     try:
-        entries = _read_index(found)
+        return source, _read_index(found)
     except DocumentError as exc:
-        checks.append(SignatureCheck("bundle", source, problem=f"a malformed index of referrers ({exc})"))
+        raise _Refused(f"{source}: a malformed index of referrers ({exc})") from None
+
+
+def _bundles(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: int,
+             checks: list[SignatureCheck], notes: list[str]) -> None:
+    try:
+        listed = _referrers(fetch, digest)
+    except _Refused as exc:
+        checks.append(SignatureCheck("bundle", "referrers", problem=str(exc)))
         return
+    if listed is None:
+        return
+    source, entries = listed
     bundles = [e for e in entries if e[1] in (BUNDLE_MEDIA_TYPE, None)
                and e[2].get(PREDICATE_ANNOTATION, SIGN_PREDICATE) == SIGN_PREDICATE]
     if len(bundles) > MAX_CANDIDATES:
@@ -432,11 +676,42 @@ def _bundles(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: 
             return
         where = f"referrer {manifest_digest}"
         try:
-            key = _bundle_one(fetch, manifest_digest, digest, keys)
+            bundle = _bundle_blob(fetch, manifest_digest, digest, MAX_PAYLOAD_BYTES)
+            key = _verify_bundle(bundle, digest, keys)[0]
         except _Refused as exc:
             checks.append(SignatureCheck("bundle", where, problem=str(exc)))
             continue
         checks.append(SignatureCheck("bundle", where, key=key.source))
+        fetch.evidence.append({"kind": "bundle", "where": where, "data": base64.b64encode(bundle).decode()})
+
+
+def _bundle_attestations(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], types: Sequence[str],
+                         checks: list[AttestationCheck], statements: list[Statement], notes: list[str]) -> None:
+    try:
+        listed = _referrers(fetch, digest)
+    except _Refused as exc:
+        checks.append(AttestationCheck("bundle", "referrers", problem=str(exc)))
+        return
+    if listed is None:
+        return
+    source, entries = listed
+    bundles = [e for e in entries if e[1] in (BUNDLE_MEDIA_TYPE, None)
+               and e[2].get(PREDICATE_ANNOTATION, types[0]) in types]
+    if len(bundles) > MAX_CANDIDATES:
+        notes.append(f"the {source} lists {len(bundles)} attestation bundles of these types; only the last "
+                     f"{MAX_CANDIDATES} were looked at")
+    for manifest_digest, _, annotations in bundles[-MAX_CANDIDATES:]:
+        where = f"referrer {manifest_digest}"
+        annotated = annotations.get(PREDICATE_ANNOTATION)
+        try:
+            bundle = _bundle_blob(fetch, manifest_digest, digest, MAX_ATTESTATION_BYTES)
+            key, predicate_type, predicate, payload = _verify_bundle(bundle, digest, keys, types)
+        except _Refused as exc:
+            checks.append(AttestationCheck("bundle", where, annotated, problem=str(exc)))
+            continue
+        checks.append(AttestationCheck("bundle", where, annotated, key=key.source))
+        statements.append(Statement("bundle", where, key.source, predicate_type, _sha256(payload), predicate))
+        fetch.evidence.append({"kind": "bundle", "where": where, "data": base64.b64encode(bundle).decode()})
 
 
 def _read_index(body: bytes) -> list[tuple[str, str | None, dict[str, str]]]:
@@ -457,7 +732,8 @@ def _read_index(body: bytes) -> list[tuple[str, str | None, dict[str, str]]]:
     return list(top.items("manifests", entry))
 
 
-def _bundle_one(fetch: _Fetcher, manifest_digest: str, digest: str, keys: Sequence[PublicKey]) -> PublicKey:
+def _bundle_blob(fetch: _Fetcher, manifest_digest: str, digest: str, cap: int) -> bytes:
+    """The bundle a referrer manifest holds (its one layer), after checking the manifest names the image."""
     try:
         body = fetch.manifest(manifest_digest, OCI_MANIFEST, verify=True)
     except ManifestUnknown:
@@ -477,12 +753,109 @@ def _bundle_one(fetch: _Fetcher, manifest_digest: str, digest: str, keys: Sequen
     if len(layers) != 1 or layers[0][0] != BUNDLE_MEDIA_TYPE:
         raise _Refused(f"a bundle referrer has exactly one {BUNDLE_MEDIA_TYPE} layer; this one has "
                        f"{[layer[0] for layer in layers]}")
-    bundle = fetch.blob(layers[0][1], layers[0][2])
-    return _verify_bundle(bundle, digest, keys)
+    if cap > MAX_PAYLOAD_BYTES:
+        return fetch.attestation_blob(layers[0][1], layers[0][2])
+    return fetch.blob(layers[0][1], layers[0][2])
 
 
-def _verify_bundle(bundle: bytes, digest: str, keys: Sequence[PublicKey]) -> PublicKey:
-    """Verify a Sigstore bundle v0.3 (key-based, DSSE over an in-toto Statement) for the image *digest*."""
+# -- the cache of verified evidence ------------------------------------------------------------------------------------
+
+
+class _EvidenceCache:
+    """Verified signatures / attestations of one image digest, on the host's disk cache
+    (:mod:`imagegate._diskcache`: per user, 0600, checksummed, bounded), keyed by the image digest and a hash of the
+    keys, formats (and predicate types) asked for. Only what verified is stored (the raw envelopes, bundles or
+    payload + signature, as the registry sent them); on load everything is verified again with the keys: the disk
+    is not trusted, only spared the registry round trips. ``IMAGEGATE_REGISTRY_CACHE=off`` turns it off."""
+
+    def __init__(self, client: RegistryClient, repo: Reference, kind: str, digest: str, keys: Sequence[PublicKey],
+                 formats: Sequence[str], types: Sequence[str] = ()) -> None:
+        self._disk = client.disk_cache
+        self._repo = repo
+        self._kind = kind
+        scope = "\n".join((*sorted(k.hint for k in keys), "|", *formats, "|", *sorted(types)))
+        self._key = f"{digest}#{_sha256(scope.encode())}"
+
+    def load(self) -> list[dict[str, Any]]:
+        if self._disk is None:
+            return []
+        stored = self._disk.get(self._kind, self._repo.registry, self._repo.repository, self._key,
+                                limit=MAX_CACHED_EVIDENCE)
+        if stored is None:
+            return []
+        saved = stored[1].get("saved")
+        self._saved = float(saved) if isinstance(saved, (int, float)) and not isinstance(saved, bool) else None
+        try:
+            items = decode(stored[0])
+        except DocumentError:
+            return []
+        return [item for item in items if isinstance(item, dict)][:2 * MAX_CANDIDATES] if isinstance(items, list) else []
+
+    def save(self, evidence: Sequence[dict[str, Any]]) -> None:
+        if self._disk is None or not evidence:
+            return
+        body = json.dumps(list(evidence), separators=(",", ":")).encode()
+        if len(body) <= MAX_CACHED_EVIDENCE:
+            self._disk.put(self._kind, self._repo.registry, self._repo.repository, self._key, body,
+                           {"saved": time.time()})
+
+    def looked_within(self, seconds: float) -> bool:
+        """Whether the stored result was looked up in the registry at most *seconds* ago (by this host's clock; an
+        entry with no time, or one from the future, is not)."""
+        saved = getattr(self, "_saved", None)
+        return saved is not None and 0 <= time.time() - saved <= seconds
+
+
+def _evidence_bytes(item: dict[str, Any], name: str) -> bytes:
+    value = item.get(name)
+    if not isinstance(value, str):
+        raise _Refused(f"a cached entry without {name}")
+    return _b64(value, f"the cached {name}")
+
+
+def _reverify_signature(item: dict[str, Any], digest: str,
+                        keys: Sequence[PublicKey]) -> tuple[SignatureCheck | None, None]:
+    where = str(item.get("where", "?"))[:200]
+    try:
+        if item.get("kind") == "simplesigning":
+            key = _verify_simplesigning(_evidence_bytes(item, "data"), _evidence_bytes(item, "signature"), digest, keys)
+            return SignatureCheck("legacy", where + " (cached)", key=key.source), None
+        if item.get("kind") == "bundle":
+            key = _verify_bundle(_evidence_bytes(item, "data"), digest, keys)[0]
+            return SignatureCheck("bundle", where + " (cached)", key=key.source), None
+    except _Refused:
+        return None, None  # stale or altered on disk: it does not count; the registry is asked
+    return None, None
+
+
+def _reverify_attestation(item: dict[str, Any], digest: str, keys: Sequence[PublicKey],
+                          types: Sequence[str]) -> tuple[AttestationCheck | None, Statement | None]:
+    where = str(item.get("where", "?"))[:200] + " (cached)"
+    kind = item.get("kind")
+    try:
+        data = _evidence_bytes(item, "data")
+        if kind == "dsse":
+            key, predicate_type, predicate, payload = _verify_envelope(data, digest, keys, types)
+            form = "legacy"
+        elif kind == "bundle":
+            key, predicate_type, predicate, payload = _verify_bundle(data, digest, keys, types)
+            form = "bundle"
+        else:
+            return None, None
+    except _Refused:
+        return None, None
+    return (AttestationCheck(form, where, predicate_type, key=key.source),
+            Statement(form, where, key.source, predicate_type, _sha256(payload), predicate))
+
+
+def _sha256(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def _verify_bundle(bundle: bytes, digest: str, keys: Sequence[PublicKey],
+                   types: Sequence[str] = (SIGN_PREDICATE,)) -> tuple[PublicKey, str, Any, bytes]:
+    """Verify a Sigstore bundle v0.3 (key-based, DSSE over an in-toto Statement) for the image *digest*, whose
+    statement's predicate type is one of *types*: (the key, the predicate type, the predicate, the payload)."""
     try:
         top = _exact(decode(bundle), _BUNDLE_KEYS, "bundle")
         if top.string("mediaType", required=True) != BUNDLE_MEDIA_TYPE:
@@ -496,11 +869,24 @@ def _verify_bundle(bundle: bytes, digest: str, keys: Sequence[PublicKey]) -> Pub
                                 "verificationMaterial")
         hint = (material.struct("publicKey") or Struct({}, "publicKey")).string("hint")
         envelope = _exact(top.raw("dsseEnvelope"), _ENVELOPE_KEYS, "dsseEnvelope")
+    except DocumentError as exc:
+        raise _Refused(f"a malformed or ambiguous bundle ({exc})") from None
+    key, payload = _verify_dsse(envelope, keys, "bundle")
+    if hint is not None and hint != key.hint:
+        raise _Refused(f"the bundle's key hint {hint[:64]!r} names another key than {key.source}, which verified it")
+    predicate_type, predicate = _check_statement(payload, digest, key, types)
+    return key, predicate_type, predicate, payload
+
+
+def _verify_dsse(envelope: Struct, keys: Sequence[PublicKey], what: str) -> tuple[PublicKey, bytes]:
+    """The key that signed a DSSE envelope (exactly one signature, over the PAE of an in-toto payload), and the
+    payload."""
+    try:
         payload_type = envelope.string("payloadType", required=True) or ""
         payload = _b64(envelope.string("payload", required=True) or "", "dsseEnvelope.payload")
         signatures = envelope.items("signatures", lambda v, p: _exact(v, _DSSE_SIGNATURE_KEYS, p), required=True)
     except DocumentError as exc:
-        raise _Refused(f"a malformed or ambiguous bundle ({exc})") from None
+        raise _Refused(f"a malformed or ambiguous {what} ({exc})") from None
     if len(signatures) != 1:
         raise _Refused(f"the DSSE envelope holds {len(signatures)} signatures; cosign writes exactly one")
     if payload_type != INTOTO_PAYLOAD_TYPE:
@@ -509,10 +895,19 @@ def _verify_bundle(bundle: bytes, digest: str, keys: Sequence[PublicKey]) -> Pub
     key = _verify_with(keys, signature, pae(payload_type, payload))
     if key is None:
         raise _Refused("the signature does not verify with any of the keys (signed by another key, or altered)")
-    if hint is not None and hint != key.hint:
-        raise _Refused(f"the bundle's key hint {hint[:64]!r} names another key than {key.source}, which verified it")
-    _check_statement(payload, digest, key)
-    return key
+    return key, payload
+
+
+def _verify_envelope(data: bytes, digest: str, keys: Sequence[PublicKey],
+                     types: Sequence[str]) -> tuple[PublicKey, str, Any, bytes]:
+    """Verify a legacy attestation layer: a bare DSSE envelope (``application/vnd.dsse.envelope.v1+json``)."""
+    try:
+        envelope = _exact(decode(data), _ENVELOPE_KEYS, "envelope")
+    except DocumentError as exc:
+        raise _Refused(f"a malformed or ambiguous DSSE envelope ({exc})") from None
+    key, payload = _verify_dsse(envelope, keys, "DSSE envelope")
+    predicate_type, predicate = _check_statement(payload, digest, key, types)
+    return key, predicate_type, predicate, payload
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -521,28 +916,35 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
-def _check_statement(payload: bytes, digest: str, key: PublicKey) -> None:
+def _check_statement(payload: bytes, digest: str, key: PublicKey,
+                     types: Sequence[str] = (SIGN_PREDICATE,)) -> tuple[str, Any]:
+    """The (predicate type, predicate) of a verified in-toto Statement about exactly the image *digest*."""
     try:
         statement = _exact(decode(payload), _STATEMENT_KEYS, "statement")
         kind = statement.string("_type", required=True)
-        predicate = statement.string("predicateType", required=True)
+        predicate = statement.string("predicateType", required=True) or ""
         subjects = statement.items("subject", lambda v, p: _exact(v, _SUBJECT_KEYS, p), required=True)
         digests = [s.mapping("digest") for s in subjects]
     except DocumentError as exc:
         raise _Refused(f"a valid signature by {key.source} over a malformed statement ({exc})") from None
     if kind not in STATEMENT_TYPES:
         raise _Refused(f"the statement's _type is {kind!r}, not an in-toto Statement")
-    if predicate != SIGN_PREDICATE:
-        raise _Refused(f"a valid signature by {key.source} of a {predicate!r} attestation, not an image signature "
-                       f"({SIGN_PREDICATE})")
+    if predicate not in types:
+        if tuple(types) == (SIGN_PREDICATE,):
+            raise _Refused(f"a valid signature by {key.source} of a {predicate!r} attestation, not an image signature "
+                           f"({SIGN_PREDICATE})")
+        raise _Refused(f"a valid signature by {key.source} of a {predicate[:200]!r} statement, not one of the "
+                       f"predicate types asked for ({', '.join(types)})")
     if len(digests) != 1:
         raise _Refused(f"a valid signature by {key.source} of a statement with {len(digests)} subjects; cosign signs "
                        "exactly one image per statement")
     algorithm, _, hexdigest = digest.partition(":")
     if digests[0] != {algorithm: hexdigest}:
         shown = ", ".join(":".join(next(iter(d.items()), ("?", "?"))) for d in digests[:3]) or "none"
+        what = "a bundle" if tuple(types) == (SIGN_PREDICATE,) else "an attestation"
         raise _Refused(f"a valid signature by {key.source}, but its subject is {shown[:200]}, not {digest} "
-                       "(a bundle for another image)")
+                       f"({what} for another image)")
+    return predicate, statement.raw("predicate")
 
 
 def _exact(value: Any, allowed: frozenset[str], path: str) -> Struct:
@@ -582,7 +984,10 @@ class _Fetcher:
 
     def __init__(self, client: RegistryClient, repo: Reference) -> None:
         self._http = client._http
+        self._disk = client.disk_cache
         self._repo = repo
+        self.evidence: list[dict[str, Any]] = []  # what verified, as received (for the cache of verified evidence)
+        self._attestation_bytes = 0
 
     def manifest(self, target: str, accept: str, *, verify: bool = False) -> bytes:
         reply = self._http.request(self._repo, "GET", f"manifests/{target}", accept=accept, limit=MAX_DOCUMENT_BYTES)
@@ -604,18 +1009,80 @@ class _Fetcher:
         self._check_digest(reply, digest, f"blob {digest}")
         return reply.content
 
+    def attestation_blob(self, digest: str, size: int) -> bytes:
+        """An attestation's blob (a DSSE envelope or a bundle: up to :data:`MAX_ATTESTATION_BYTES`), streamed and
+        hashed as it arrives; all attestations of one verification together at most :data:`MAX_ATTESTATION_TOTAL`."""
+        if size > MAX_ATTESTATION_BYTES:
+            raise _Refused(f"its blob {digest} is {size} bytes; at most {MAX_ATTESTATION_BYTES} are read")
+        if self._attestation_bytes + size > MAX_ATTESTATION_TOTAL:
+            raise _Refused(f"not read: the attestations already read total {self._attestation_bytes} bytes, and at "
+                           f"most {MAX_ATTESTATION_TOTAL} are read per image")
+        algorithm = digest.partition(":")[0]
+        if algorithm not in ("sha256", "sha384", "sha512"):
+            raise _Refused(f"blob {digest[:80]!r}: unsupported digest")
+        hasher = hashlib.new(algorithm)
+        chunks: list[bytes] = []
+        try:
+            with self._http.stream(self._repo, f"blobs/{digest}", limit=size) as (_, body):
+                for chunk in body:
+                    hasher.update(chunk)
+                    chunks.append(chunk)
+        except ManifestUnknown:
+            raise _Refused(f"its blob {digest} is missing from the registry") from None
+        except RegistryError as exc:
+            if "larger than" in str(exc):
+                raise _Refused(f"its blob {digest} is larger than the {size} bytes the manifest says") from None
+            raise
+        data = b"".join(chunks)
+        self._attestation_bytes += len(data)
+        if len(data) != size:
+            raise _Refused(f"its blob {digest} is {len(data)} bytes, not the {size} the manifest says")
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        if actual != digest:
+            raise _Refused(f"blob {digest}: the registry sent bytes that hash to {actual}, not {digest}")
+        return data
+
     def referrers(self, digest: str) -> bytes | None:
-        """The OCI 1.1 referrers index of *digest*, or None when the registry has no referrers API (404)."""
+        """The OCI 1.1 referrers index of *digest*, or None when the registry has no referrers API (404).
+
+        That a registry has none is remembered (in this client, and on the host's disk cache) for
+        :data:`REFERRERS_MEMO` seconds: the next verification goes straight to the fallback tag, one request fewer.
+        """
+        if self._no_referrers_api():
+            return None
         try:
             reply = self._http.request(self._repo, "GET", f"referrers/{digest}", accept=OCI_INDEX,
                                        limit=MAX_DOCUMENT_BYTES)
         except ManifestUnknown:
+            self._remember_no_referrers_api()
             return None
         except RegistryError as exc:
             if exc.status in (400, 405, 501):  # no such route on this registry: the fallback tag
+                self._remember_no_referrers_api()
                 return None
             raise
         return reply.content
+
+    def _no_referrers_api(self) -> bool:
+        host = self._repo.api_host
+        now = time.time()
+        seen = _NO_REFERRERS.setdefault(self._http, {}).get(host)
+        if seen is not None and now - seen < REFERRERS_MEMO:
+            return True
+        stored = self._disk.get("referrers-api", host, "", "", limit=64) if self._disk is not None else None
+        if stored is None:
+            return False
+        at = stored[1].get("absent_since")
+        if isinstance(at, (int, float)) and 0 <= now - at < REFERRERS_MEMO:
+            _NO_REFERRERS[self._http][host] = float(at)
+            return True
+        return False
+
+    def _remember_no_referrers_api(self) -> None:
+        now = time.time()
+        _NO_REFERRERS.setdefault(self._http, {})[self._repo.api_host] = now
+        if self._disk is not None:
+            self._disk.put("referrers-api", self._repo.api_host, "", "", b"absent", {"absent_since": now})
 
     @staticmethod
     def _check_digest(reply: Reply, expected: str, what: str) -> None:

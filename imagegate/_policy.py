@@ -26,6 +26,20 @@ Defaults live here and only here. A policy comes from a TOML file of its own
     required = 1                          # how many of the keys must have signed the image's digest
                                           # [checks] signature: enforce when [[signatures]] exist, else off
 
+    [[vulnerabilities]]                   # a signed vulnerability scan required before launch (docs/signatures.md)
+    images = ["registry.example.com/team/**"]
+    keys = ["keys/ci.pub"]                # the attestation must be signed by `required` of these (default 1)
+    max-severity = "high"                 # none | low | medium | high | critical: the highest a finding may have
+    only-fixable = false                  # true: count only findings with a fix
+    max-age = "7d"                        # the newest verified scan is at most this old (d, h or m)
+    types = ["vuln", "trivy", "grype", "sarif"]   # which predicate types count (default: all four)
+    unknown-severity = "critical"         # how an UNKNOWN finding ranks (default critical)
+    [[vulnerabilities.waivers]]
+    id = "CVE-2024-1234"
+    reason = "not reachable from the job; SEC-9"
+    expires = 2027-01-31                  # required; expired waivers no longer apply, and the report says so
+                                          # [checks] vulnerabilities: enforce when [[vulnerabilities]] exist, else off
+
     [[waivers]]                           # checks is required: a list, or ["*"] (every report warns then)
     reference = "registry.example.com/vendor/*"
     checks = ["non-root"]
@@ -51,7 +65,7 @@ from imagegate._patterns import Glob
 from imagegate._reference import Reference
 from imagegate._tags import TagRules
 
-CHECK_IDS = ("registry", "pinned", "non-root", "lint", "signature")  # lint: whether Dockerfile lint errors block a build
+CHECK_IDS = ("registry", "pinned", "non-root", "lint", "signature", "vulnerabilities")  # lint: whether Dockerfile lint errors block a build
 POLICY_FILE = "imagegate.toml"
 
 
@@ -120,8 +134,11 @@ class Waiver:
         return f"{self.reference!r} for {', '.join(self.checks)} ({self.reason}{until})"
 
 
-# signature: off until the policy says which keys sign what ([[signatures]]): a new version refuses nobody's images.
-_DEFAULT_MODES: Mapping[str, Mode] = {check: Mode.OFF if check == "signature" else Mode.ENFORCE for check in CHECK_IDS}
+# signature, vulnerabilities: off until the policy says which keys sign what ([[signatures]], [[vulnerabilities]]):
+# a new version refuses nobody's images.
+_CONFIGURED_CHECKS = ("signature", "vulnerabilities")
+_DEFAULT_MODES: Mapping[str, Mode] = {check: Mode.OFF if check in _CONFIGURED_CHECKS else Mode.ENFORCE
+                                      for check in CHECK_IDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +160,70 @@ class SignatureRule:
         object.__setattr__(self, "_globs", tuple(Glob(p) for p in self.images))
 
     def matches(self, ref: Reference) -> bool:
-        bare = Reference(ref.registry, ref.repository)
-        return any(glob.match(name) for glob in self._globs for name in {bare.name, bare.familiar})
+        return any(glob.match(name) for glob in self._globs for name in image_names(ref))
 
     def describe(self) -> str:
         return f"{', '.join(self.images)} ({self.required} of {', '.join(k.source for k in self.keys)})"
+
+
+@dataclass(frozen=True, slots=True)
+class VulnerabilityWaiver:
+    """Lets the finding ``id`` (e.g. ``CVE-2024-1234``; compared case-insensitively) pass a ``[[vulnerabilities]]``
+    rule until ``expires`` (inclusive), for ``reason``; for every image the rule covers, or only those matching
+    ``images`` (globs over the image name). An expired waiver no longer applies, and the report says so."""
+
+    id: str
+    reason: str
+    expires: dt.date
+    images: tuple[str, ...] = ()
+    _globs: tuple[Glob, ...] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_globs", tuple(Glob(p) for p in self.images))
+
+    def matches(self, vulnerability_id: str, image_names: Iterable[str]) -> bool:
+        if vulnerability_id.upper() != self.id.upper():
+            return False
+        return not self._globs or any(glob.match(name) for glob in self._globs for name in image_names)
+
+
+@dataclass(frozen=True, slots=True)
+class VulnerabilityRule:
+    """Images matching ``images`` must carry a vulnerability attestation (one of ``types``, predicate type URIs)
+    signed by ``required`` of ``keys`` whose newest scan has no finding above ``max_severity`` (``only_fixable``:
+    counting only findings with a fix), no older than ``max_age``; ``unknown_severity`` is how an UNKNOWN finding
+    ranks (default ``critical``: an unrated vulnerability may be anything). Every rule that matches must pass."""
+
+    images: tuple[str, ...]
+    keys: tuple[Any, ...]
+    max_severity: str
+    required: int = 1
+    only_fixable: bool = False
+    max_age: dt.timedelta | None = None
+    types: tuple[str, ...] = ()
+    unknown_severity: str = "critical"
+    waivers: tuple[VulnerabilityWaiver, ...] = ()
+    _globs: tuple[Glob, ...] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_globs", tuple(Glob(p) for p in self.images))
+        if not self.types:
+            from imagegate._predicates import VULNERABILITY_TYPES
+
+            object.__setattr__(self, "types", tuple(sorted(VULNERABILITY_TYPES)))
+
+    def matches(self, ref: Reference) -> bool:
+        return any(glob.match(name) for glob in self._globs for name in image_names(ref))
+
+    def describe(self) -> str:
+        return f"{', '.join(self.images)} (max-severity {self.max_severity}, {self.required} of " \
+               f"{', '.join(k.source for k in self.keys)})"
+
+
+def image_names(ref: Reference) -> tuple[str, ...]:
+    """The names a [[signatures]] / [[vulnerabilities]] glob is matched against: registry/repository, and familiar."""
+    bare = Reference(ref.registry, ref.repository)
+    return tuple(dict.fromkeys((bare.name, bare.familiar)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +241,7 @@ class Policy:
     allowed_capabilities: tuple[str, ...] = ()
     allowed_host_paths: tuple[str, ...] = ()
     signatures: tuple[SignatureRule, ...] = ()
+    vulnerabilities: tuple[VulnerabilityRule, ...] = ()
     source: str | None = None
     _registry_globs: tuple[Glob, ...] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -215,6 +292,10 @@ class Policy:
         """The [[signatures]] rules that cover *ref* (all must be satisfied)."""
         return tuple(rule for rule in self.signatures if rule.matches(ref))
 
+    def vulnerability_rules_for(self, ref: Reference) -> tuple[VulnerabilityRule, ...]:
+        """The [[vulnerabilities]] rules that cover *ref* (all must pass)."""
+        return tuple(rule for rule in self.vulnerabilities if rule.matches(ref))
+
     def registry_allowed(self, registry: str) -> bool:
         """True when no allow-list is set, or *registry* matches one of its globs (literally, IPv6 included)."""
         return not self._registry_globs or any(glob.match(registry.lower()) for glob in self._registry_globs)
@@ -245,15 +326,24 @@ class Policy:
             modes[check] = _mode(value, source=source, key=f"checks.{check}")
         signatures = tuple(_signature_rule(item, i, source, Path(base_dir or "."))
                            for i, item in enumerate(_list(keys.get("signatures", []), "signatures", source)))
+        vulnerabilities = tuple(_vulnerability_rule(item, i, source, Path(base_dir or "."))
+                                for i, item in enumerate(_list(keys.get("vulnerabilities", []), "vulnerabilities",
+                                                               source)))
         explicit = {str(name).replace("_", "-") for name in _table(keys.get("checks", {}), "checks", source)}
-        if "signature" not in explicit and signatures:
-            modes["signature"] = Mode.ENFORCE
-        if modes["signature"] is not Mode.OFF and not signatures:
-            raise PolicyError(
-                f"is {modes['signature'].value!r} but no [[signatures]] entry says which keys must "
-                "have signed which images; add one (images = [...], keys = [...]) or set it to 'off'",
-                source=source, key="checks.signature",
-            )
+        for check, rules, table, example in (
+            ("signature", signatures, "signatures", "images = [...], keys = [...]"),
+            ("vulnerabilities", vulnerabilities, "vulnerabilities", "images = [...], keys = [...], max-severity = ..."),
+        ):
+            if check not in explicit and rules:
+                modes[check] = Mode.ENFORCE
+            if modes[check] is not Mode.OFF and not rules:
+                what = ("which keys must have signed which images" if check == "signature"
+                        else "which images need a signed vulnerability scan, and what it may find")
+                raise PolicyError(
+                    f"is {modes[check].value!r} but no [[{table}]] entry says {what}; add one ({example}) "
+                    "or set it to 'off'",
+                    source=source, key=f"checks.{check}",
+                )
         rules = TagRules.default()
         mutable = _strings(keys.get("mutable-tags", []), "mutable-tags", source)
         immutable = _strings(keys.get("immutable-tags", []), "immutable-tags", source)
@@ -283,6 +373,7 @@ class Policy:
             allowed_capabilities=_strings(keys.get("allowed-capabilities", []), "allowed-capabilities", source),
             allowed_host_paths=_strings(keys.get("allowed-host-paths", []), "allowed-host-paths", source),
             signatures=signatures,
+            vulnerabilities=vulnerabilities,
             source=source,
         )
 
@@ -328,9 +419,13 @@ _TOP_KEYS = frozenset(
         "allowed-capabilities",
         "allowed-host-paths",
         "signatures",
+        "vulnerabilities",
     }
 )
 _SIGNATURE_KEYS = frozenset({"images", "keys", "required"})
+_VULNERABILITY_KEYS = frozenset({"images", "keys", "required", "max-severity", "only-fixable", "max-age", "types",
+                                 "unknown-severity", "waivers"})
+_VULN_WAIVER_KEYS = frozenset({"id", "reason", "expires", "images"})
 _WAIVER_KEYS = frozenset({"reference", "checks", "reason", "expires"})
 
 
@@ -426,14 +521,21 @@ def _waiver(item: Any, index: int, source: str | None) -> Waiver:
 
 
 def _signature_rule(item: Any, index: int, source: str | None, base_dir: Path) -> SignatureRule:
-    from imagegate._cosign import MAX_KEYS, InvalidKey, PublicKey, check_keys  # cryptography: only for signatures
-
     where = f"signatures[{index}]"
     table = {str(k).replace("_", "-"): v for k, v in _table(item, where, source).items()}
     unknown = sorted(set(table) - _SIGNATURE_KEYS)
     if unknown:
         raise PolicyError(f"unknown key {unknown[0]!r}; signatures take {', '.join(sorted(_SIGNATURE_KEYS))}",
                           source=source, key=where)
+    images, keys, required = _images_and_keys(table, where, source, base_dir)
+    return SignatureRule(images=images, keys=keys, required=required)
+
+
+def _images_and_keys(table: Mapping[str, Any], where: str, source: str | None,
+                     base_dir: Path) -> tuple[tuple[str, ...], tuple[Any, ...], int]:
+    """``images``, ``keys`` (read now) and ``required`` of a [[signatures]] or [[vulnerabilities]] entry."""
+    from imagegate._cosign import MAX_KEYS, InvalidKey, PublicKey, check_keys  # cryptography: only for signatures
+
     for name in ("images", "keys"):
         if name not in table or not table[name]:
             raise PolicyError(f"needs {name!r}: a non-empty list (images = [\"registry.example.com/team/**\"], "
@@ -459,7 +561,80 @@ def _signature_rule(item: Any, index: int, source: str | None, base_dir: Path) -
     if isinstance(required, bool) or not isinstance(required, int) or not 1 <= required <= len(keys):
         raise PolicyError(f"required must be a whole number from 1 to the number of keys ({len(keys)})",
                           source=source, key=f"{where}.required")
-    return SignatureRule(images=images, keys=tuple(keys), required=required)
+    return images, tuple(keys), required
+
+
+def _vulnerability_rule(item: Any, index: int, source: str | None, base_dir: Path) -> VulnerabilityRule:
+    from imagegate._predicates import PREDICATE_TYPES, predicate_type
+    from imagegate._vulns import LEVELS, parse_age
+
+    where = f"vulnerabilities[{index}]"
+    table = {str(k).replace("_", "-"): v for k, v in _table(item, where, source).items()}
+    unknown = sorted(set(table) - _VULNERABILITY_KEYS)
+    if unknown:
+        raise PolicyError(f"unknown key {unknown[0]!r}; vulnerabilities take "
+                          f"{', '.join(sorted(_VULNERABILITY_KEYS))}", source=source, key=where)
+    images, keys, required = _images_and_keys(table, where, source, base_dir)
+    levels = " | ".join(LEVELS)
+    severity = table.get("max-severity")
+    if severity not in LEVELS:
+        raise PolicyError(f"needs max-severity, the highest severity a finding may have: one of {levels} "
+                          f"(not {severity!r})", source=source, key=f"{where}.max-severity")
+    unknown_severity = table.get("unknown-severity", "critical")
+    if unknown_severity not in LEVELS:
+        raise PolicyError(f"unknown-severity ranks UNKNOWN findings as one of {levels} (not {unknown_severity!r})",
+                          source=source, key=f"{where}.unknown-severity")
+    only_fixable = table.get("only-fixable", False)
+    if not isinstance(only_fixable, bool):
+        raise PolicyError("must be true or false", source=source, key=f"{where}.only-fixable")
+    max_age = None
+    if "max-age" in table:
+        try:
+            max_age = parse_age(table["max-age"])
+        except ValueError as exc:
+            raise PolicyError(f"{exc} (whole days, hours or minutes)", source=source, key=f"{where}.max-age") from None
+    types: tuple[str, ...] = ()
+    if "types" in table:
+        names = _strings(table["types"], f"{where}.types", source)
+        if not names:
+            raise PolicyError(f"an empty list accepts no attestation; list some of {', '.join(PREDICATE_TYPES)} or "
+                              "remove it (all four)", source=source, key=f"{where}.types")
+        try:
+            types = tuple(dict.fromkeys(predicate_type(name) for name in names))
+        except ValueError as exc:
+            raise PolicyError(str(exc), source=source, key=f"{where}.types") from None
+    waivers = tuple(_vulnerability_waiver(w, f"{where}.waivers[{i}]", source)
+                    for i, w in enumerate(_list(table.get("waivers", []), f"{where}.waivers", source)))
+    return VulnerabilityRule(images=images, keys=keys, max_severity=severity, required=required,
+                             only_fixable=only_fixable, max_age=max_age, types=types,
+                             unknown_severity=unknown_severity, waivers=waivers)
+
+
+def _vulnerability_waiver(item: Any, where: str, source: str | None) -> VulnerabilityWaiver:
+    table = {str(k).replace("_", "-"): v for k, v in _table(item, where, source).items()}
+    unknown = sorted(set(table) - _VULN_WAIVER_KEYS)
+    if unknown:
+        raise PolicyError(f"unknown key {unknown[0]!r}; a vulnerability waiver takes "
+                          f"{', '.join(sorted(_VULN_WAIVER_KEYS))}", source=source, key=where)
+    ident, reason, expires = table.get("id"), table.get("reason"), table.get("expires")
+    if not isinstance(ident, str) or not ident.strip() or len(ident) > 256 or not ident.isprintable():
+        raise PolicyError("needs 'id', the finding it waives, e.g. id = \"CVE-2024-1234\"", source=source,
+                          key=f"{where}.id")
+    if not isinstance(reason, str) or not reason.strip():
+        raise PolicyError("needs a non-empty 'reason': a waiver says why", source=source, key=f"{where}.reason")
+    if isinstance(expires, str):
+        try:
+            expires = dt.date.fromisoformat(expires)
+        except ValueError:
+            raise PolicyError(f"expires {expires!r} is not a date (YYYY-MM-DD)", source=source,
+                              key=f"{where}.expires") from None
+    if isinstance(expires, dt.datetime):
+        expires = expires.date()
+    if not isinstance(expires, dt.date):
+        raise PolicyError("needs 'expires', the last day it applies (expires = 2027-01-31): a vulnerability waiver "
+                          "cannot be open-ended", source=source, key=f"{where}.expires")
+    images = _globs(table.get("images", []), f"{where}.images", source)
+    return VulnerabilityWaiver(id=ident.strip(), reason=reason.strip(), expires=expires, images=images)
 
 
 def _globs(value: Any, key: str, source: str | None) -> tuple[str, ...]:

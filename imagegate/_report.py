@@ -40,6 +40,7 @@ class Finding:
     status: Status
     message: str
     fix: str | None = None
+    details: Mapping[str, Any] | None = None  # structured evidence (e.g. the vulnerabilities that decided)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +54,12 @@ class CheckResult:
     fix: str | None = None
     waiver: str | None = None
     note: str | None = None  # e.g. that a waiver which would have covered it expired, and when
+    # Structured evidence, JSON-ready: for ``vulnerabilities``, the attestation that counted, the counts by
+    # severity and the findings that decided the verdict (the worst few); None for checks that have none.
+    details: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "check": self.check,
             "outcome": self.outcome.value,
             "mode": self.mode,
@@ -64,6 +68,9 @@ class CheckResult:
             "waiver": self.waiver,
             "note": self.note,
         }
+        if self.details is not None:
+            out["details"] = dict(self.details)
+        return out
 
 
 _MARKS = {
@@ -148,4 +155,21 @@ class Report:
                 lines.append(f"  {'':<6} {'':<9} note: {r.note}")
             if r.fix and r.outcome in (Outcome.FAIL, Outcome.WARN):
                 lines.append(f"  {'':<6} {'':<9} fix: {r.fix}")
+            lines.extend(f"  {'':<6} {'':<9} {line}" for line in _detail_lines(r.details))
         return "\n".join(lines)
+
+
+def _detail_lines(details: Mapping[str, Any] | None) -> list[str]:
+    """The findings a check listed in its details (``vulnerabilities``: the ones that decided), one per line."""
+    if not details:
+        return []
+    lines = []
+    for item in details.get("findings") or ():
+        fix = f", fixed in {item['fixed']}" if item.get("fixed") else ""
+        waived = f" (waived: {item['waived']})" if item.get("waived") else ""
+        lines.append(f"- {item.get('id')} {item.get('severity')} in {item.get('package')} "
+                     f"{item.get('installed') or ''}{fix}{waived}".replace("  ", " "))
+    more = details.get("more_findings")
+    if more:
+        lines.append(f"- and {more} more")
+    return lines

@@ -189,6 +189,24 @@ class Transport:
         finally:
             response.close()
 
+    def send(self, ref: Reference, method: str, path: str, *, body: bytes = b"", content_type: str | None = None,
+             url: str | None = None, limit: int = MAX_ERROR_BYTES) -> Reply:
+        """A write (``POST``/``PUT``/``PATCH``) to *ref*'s repository: ``/v2/REPOSITORY/PATH``, or *url* (an upload
+        location the registry gave, already checked by the caller to be on the registry's own origin).
+
+        What reads get, and: a token for ``repository:NAME:pull,push``; no redirect followed (a body is never sent on
+        to another place: stricter than Docker); the reply's body capped at *limit*.
+        """
+        write = _Write(body, content_type)
+        if url is None:
+            response, final = self._open(ref, method, path, None, write)
+        else:
+            response, final = self._attempts(ref, urlsplit(url).scheme, method, path, None, write, url)
+        try:
+            return Reply(response.status_code, response.headers, self._read(ref, response, final, limit), final)
+        finally:
+            response.close()
+
     @contextlib.contextmanager
     def stream(self, ref: Reference, path: str, *, limit: int) -> Iterator[tuple[Reply, Iterator[bytes]]]:
         """``GET /v2/REPOSITORY/PATH`` with the body as chunks (at most *limit* bytes in all)."""
@@ -198,12 +216,13 @@ class Transport:
         finally:
             response.close()
 
-    def _open(self, ref: Reference, method: str, path: str, accept: str | None) -> tuple[Response, str]:
+    def _open(self, ref: Reference, method: str, path: str, accept: str | None,
+              write: _Write | None = None) -> tuple[Response, str]:
         """An open, successful response (its body unread) on the scheme the registry speaks."""
         host = ref.api_host
         if host not in self._schemes and self._remembered_http(ref):
             try:
-                opened = self._attempts(ref, "http", method, path, accept)
+                opened = self._attempts(ref, "http", method, path, accept, write)
             except RegistryError as exc:
                 if deadline_passed() or not (isinstance(exc, RegistryUnreachable) or exc.status == 400):
                     raise
@@ -213,7 +232,7 @@ class Transport:
                 return opened
         scheme = self._schemes.get(host, "https")
         try:
-            opened = self._attempts(ref, scheme, method, path, accept)
+            opened = self._attempts(ref, scheme, method, path, accept, write)
         except RegistryUnreachable as exc:
             if _untrusted_certificate(exc):
                 raise RegistryUnreachable(
@@ -232,7 +251,7 @@ class Transport:
                     ) from exc
                 raise
             scheme = "http"  # Docker's rule for insecure registries: try https, fall back to http
-            opened = self._attempts(ref, scheme, method, path, accept)
+            opened = self._attempts(ref, scheme, method, path, accept, write)
             self._remember(ref, "http")
         self._schemes.setdefault(host, scheme)
         return opened
@@ -248,17 +267,20 @@ class Transport:
         if self._memory is not None:
             self._memory.put("scheme", ref.api_host, "", "", (scheme or "").encode())
 
-    def _attempts(self, ref: Reference, scheme: str, method: str, path: str, accept: str | None) -> tuple[Response, str]:
-        url = f"{scheme}://{ref.api_host}/v2/{ref.repository}/{path}"
+    def _attempts(self, ref: Reference, scheme: str, method: str, path: str, accept: str | None,
+                  write: _Write | None = None, full_url: str | None = None) -> tuple[Response, str]:
+        url = full_url or f"{scheme}://{ref.api_host}/v2/{ref.repository}/{path}"
         headers = {"Accept": accept} if accept else {}
+        if write is not None:
+            headers.update(write.headers())
         authorized = False
         attempt = 0
         while True:
             self._check_time(ref, url)
-            auth = self._auth_header(ref)
+            auth = self._auth_header(ref, push=write is not None)
             request_headers = dict(headers, **({"Authorization": auth} if auth else {}))
             try:
-                response, final_url = self._send_following(ref, method, url, request_headers)
+                response, final_url = self._send_following(ref, method, url, request_headers, write)
             except TransportError as exc:
                 if deadline_passed():
                     raise self._timed_out(ref, url) from exc
@@ -296,16 +318,27 @@ class Transport:
                 raise
             return response, final_url
 
-    def _send_following(self, ref: Reference, method: str, url: str, headers: dict[str, str]) -> tuple[Response, str]:
-        """Send, following at most MAX_REDIRECTS redirects by hand."""
+    def _send_following(self, ref: Reference, method: str, url: str, headers: dict[str, str],
+                        write: _Write | None = None) -> tuple[Response, str]:
+        """Send, following at most MAX_REDIRECTS redirects by hand (none for a write)."""
         origin = _origin(url)
         for hop in range(MAX_REDIRECTS + 1):
             client = self._client(ref.api_host)
             self._count()
             log.debug("%s %s", method, redact_url(url))
-            response = client.send(method, url, _headers(headers), timeout=self._timeout)
+            if write is None:
+                response = client.send(method, url, _headers(headers), timeout=self._timeout)
+            else:
+                response = client.send(method, url, _headers(headers), body=write.body, timeout=self._timeout)
             if response.status_code not in (301, 302, 303, 307, 308):
                 return response, url
+            if write is not None:
+                response.close()
+                raise RegistryError(
+                    f"{ref.registry} answered a {method} with a redirect ({response.status_code}); imagegate sends "
+                    "what it pushes only to the registry itself, never on to another location",
+                    registry=ref.registry, url=url, status=response.status_code,
+                )
             location = response.headers.get("Location", "")[:MAX_HEADER_TEXT]
             response.close()
             target = self._redirect_target(ref, url, location)
@@ -485,7 +518,7 @@ class Transport:
             found += [creds.password, creds.identity_token or "", creds.basic_header().split(" ", 1)[1]]
         return tuple(s for s in found if s and len(s) >= 4)
 
-    def _auth_header(self, ref: Reference) -> str | None:
+    def _auth_header(self, ref: Reference, *, push: bool = False) -> str | None:
         with self._lock:
             challenge = self._auth.get(ref.api_host)
         if challenge is None:
@@ -493,7 +526,7 @@ class Transport:
         if challenge.scheme == "basic":
             creds = self._credentials(ref)
             return creds.basic_header() if creds and creds.username else None
-        scope = f"repository:{ref.repository}:pull"
+        scope = f"repository:{ref.repository}:pull" + (",push" if push else "")
         with self._lock:
             token = self._tokens.get((ref.api_host, scope))
         if token and token[1] > time.monotonic():
@@ -613,6 +646,20 @@ class Transport:
 
 
 # -- pure helpers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """What a write request sends besides the read path's headers: its body and content type."""
+
+    body: bytes
+    content_type: str | None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": self.content_type} if self.content_type else {}
+        if not self.body:
+            headers["Content-Length"] = "0"  # a POST with no body still says so (proxies want it)
+        return headers
 
 
 def _points_home(hostname: str) -> bool:

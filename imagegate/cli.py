@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     _audit_parser(commands)
     _gc_parser(commands)
     _verify_parser(commands)
+    _sign_parsers(commands)
     cache = commands.add_parser("cache", help="show or empty this host's registry cache (content by digest)")
     cache.add_argument("action", choices=["info", "clear"], help="info: where it is and how big; clear: delete its entries")
     cache.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -131,6 +132,9 @@ def _build_parsers(commands: Any) -> None:
     bld.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]", help="allow plain http for this registry; repeatable")
     bld.add_argument("--ca-file", metavar="PEM", help="extra CA certificates to trust for registry TLS")
     _timeout_option(bld)
+    from imagegate._sign_cli import add_build_options  # argparse only
+
+    add_build_options(bld)
     lnt = commands.add_parser("lint", help="check a Dockerfile against the checklist (IG001-IG009) and hadolint; exit 1 on errors")
     lnt.add_argument("path", metavar="PATH", nargs="?", default=".", help="a build context directory or a Dockerfile (default .)")
     lnt.add_argument("--build-arg", action="append", default=[], metavar="K=V", help="a build argument used in FROM; repeatable")
@@ -212,6 +216,9 @@ def _build(args: argparse.Namespace) -> int:
         limit = parse_size(args.max_context_size) if args.max_context_size else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    from imagegate._sign_cli import BuildSigning
+
+    signing = BuildSigning(args)  # the key (and report) read before anything is built
     with _client(insecure, args.ca_file, args.timeout) as client:
         result = build_image(
             args.context,
@@ -229,7 +236,9 @@ def _build(args: argparse.Namespace) -> int:
             max_context_size=limit,
             use_cache=not args.no_cache,
         )
-    print(json.dumps(result.to_dict(), indent=2) if args.json else result.pinned.familiar)
+        signed = signing.apply(client, result.pinned, _printer()) if signing.wanted else []
+    out = dict(result.to_dict(), **({"signed": [w.to_dict() for w in signed]} if signed else {}))
+    print(json.dumps(out, indent=2) if args.json else result.pinned.familiar)
     return EXIT_OK
 
 
@@ -703,6 +712,23 @@ def _verify_parser(commands: Any) -> None:
     add_parser(commands)
 
 
+def _sign_parsers(commands: Any) -> None:
+    from imagegate._sign_cli import add_parsers  # argparse only; keys and cryptography load when a command runs
+
+    add_parsers(commands)
+
+
+def _signing(name: str) -> Callable[[argparse.Namespace], int]:
+    """``imagegate sign`` / ``attest`` / ``generate-key-pair`` (imagegate/_sign_cli.py): 0 done, 2 an error."""
+
+    def run(args: argparse.Namespace) -> int:
+        from imagegate import _sign_cli
+
+        return int(getattr(_sign_cli, name)(args))
+
+    return run
+
+
 def _verify(args: argparse.Namespace) -> int:
     """``imagegate verify``: 0 verified, 1 not verified (see imagegate/_cosign_cli.py)."""
     from imagegate._cosign_cli import run
@@ -712,7 +738,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "resolve": _resolve, "check": _check, "build": _build, "lint": _lint, "run": _run, "cache": _cache,
-    "audit": _audit, "gc": _gc, "verify": _verify,
+    "audit": _audit, "gc": _gc, "verify": _verify, "verify-attestation": _verify,
+    "sign": _signing("run_sign"), "attest": _signing("run_attest"), "generate-key-pair": _signing("run_generate"),
 }
 
 

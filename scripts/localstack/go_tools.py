@@ -22,15 +22,30 @@ from . import k8s_binaries
 from .host import StackError, elapsed, run, say, which, write_file
 
 
+DEFAULT_LDFLAGS = "-s -w"
+
+
 @dataclass(frozen=True)
 class GoTool:
     name: str
     package: str  # the main package, as `go install` takes it
     version: str  # a version the Go module proxy serves
+    ldflags: str = DEFAULT_LDFLAGS  # e.g. Trivy's version variable (-X ...)
+    env: tuple[tuple[str, str], ...] = ()  # extra build environment, e.g. (("GOEXPERIMENT", "jsonv2"),)
 
     @property
     def spec(self) -> str:
         return f"{self.package}@{self.version}"
+
+    def stamp(self) -> dict[str, object]:
+        """What a cached build must match: the spec, plus the flags when they are not the defaults (so the stamps
+        of tools built before flags existed stay valid)."""
+        stamp: dict[str, object] = {"spec": self.spec}
+        if self.ldflags != DEFAULT_LDFLAGS:
+            stamp["ldflags"] = self.ldflags
+        if self.env:
+            stamp["env"] = dict(self.env)
+        return stamp
 
 
 TOOLS = {
@@ -76,7 +91,8 @@ def ensure_tool(name: str) -> Path:
     stamp = binary.parent / "build.json"
     if os.access(binary, os.X_OK) and stamp.is_file():
         try:
-            if json.loads(stamp.read_text()).get("spec") == tool.spec:
+            recorded = json.loads(stamp.read_text())
+            if {key: recorded.get(key) for key in tool.stamp()} == tool.stamp():
                 return binary
         except (OSError, ValueError):
             pass
@@ -86,14 +102,14 @@ def ensure_tool(name: str) -> Path:
     tmp = vdir / "bin.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    env = dict(go_env(), GOBIN=str(tmp))
+    env = dict(go_env(), GOBIN=str(tmp), **dict(tool.env))
     log = vdir / "build.log"
     t0 = time.monotonic()
     say(f"building {tool.spec} from the Go module proxy (once; log {log})")
-    k8s_binaries.run_logged([gobin, "install", "-trimpath", "-ldflags", "-s -w", tool.spec], vdir, env, log,
+    k8s_binaries.run_logged([gobin, "install", "-trimpath", "-ldflags", tool.ldflags, tool.spec], vdir, env, log,
                             f"go install {tool.spec}")
     goversion = run([gobin, "version"], env=env, what="go version").stdout.strip()
-    stamp_text = json.dumps({"spec": tool.spec, "go": goversion, "seconds": round(time.monotonic() - t0, 1)}, indent=2)
+    stamp_text = json.dumps({**tool.stamp(), "go": goversion, "seconds": round(time.monotonic() - t0, 1)}, indent=2)
     write_file(tmp / "build.json", stamp_text + "\n")
     shutil.rmtree(vdir / "bin", ignore_errors=True)
     os.replace(tmp, vdir / "bin")

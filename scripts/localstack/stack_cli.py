@@ -43,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import go_tools
+from . import cosign_tools, go_tools, trivy_tools  # noqa: F401  (the last two register their tools)
 from .engine import DEFAULT_DOCKER_HOST, docker, docker_ping, ensure_docker
 from .host import StackError, apt_install, is_debian, is_root, say, set_voice, which
 from .images import cache_dir, ensure_busybox, ensure_python, ensure_token_images, is_static_elf

@@ -193,3 +193,63 @@ class ReferrersRegistry:
                                 "artifactType": doc.get("artifactType"), "annotations": doc.get("annotations", {})})
         body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
         return httpx.Response(200, headers={"Content-Type": OCI_INDEX}, content=body)
+
+
+# -- attestations (cosign attest): the legacy .att tag and bundles --------------------------------------------------
+
+DSSE = "application/vnd.dsse.envelope.v1+json"
+INTOTO = "application/vnd.in-toto+json"
+
+
+def attestation_statement(digest: str, predicate_type: str, predicate: Any, *,
+                          statement_type: str = "https://in-toto.io/Statement/v0.1") -> dict[str, Any]:
+    """An in-toto Statement about the image *digest*, as ``cosign attest`` writes it (v0.1 for the legacy format)."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return {"_type": statement_type, "predicateType": predicate_type,
+            "subject": [{"name": "registry.test/team/app", "digest": {algorithm: hexdigest}}], "predicate": predicate}
+
+
+def dsse_envelope(signer: Signer, statement_doc: dict[str, Any] | None = None, *, payload: bytes | None = None,
+                  signature: bytes | None = None) -> bytes:
+    """A DSSE envelope (cosign's legacy attestation layer) over *statement_doc* (or raw *payload*)."""
+    payload = payload if payload is not None else json.dumps(statement_doc).encode()
+    sig = signature if signature is not None else signer.sign(pae(INTOTO, payload))
+    return json.dumps({"payloadType": INTOTO, "payload": base64.b64encode(payload).decode(),
+                       "signatures": [{"keyid": "", "sig": base64.b64encode(sig).decode()}]}).encode()
+
+
+def push_legacy_attestations(registry: FakeRegistry, repo: str, digest: str,
+                             envelopes: Sequence[tuple[bytes, str]]) -> str:
+    """The ``sha256-<hex>.att`` manifest: one DSSE layer per (envelope, predicate type), as cosign v2 writes it."""
+    layers = []
+    for envelope, predicate_type in envelopes:
+        blob = Blob(DSSE, envelope)
+        registry.put_blob(repo, blob)
+        layers.append(blob.descriptor(annotations={"dev.cosignproject.cosign/signature": "",
+                                                   "predicateType": predicate_type}))
+    config = Blob("application/vnd.oci.image.config.v1+json",
+                  json.dumps({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers",
+                              "diff_ids": [d["digest"] for d in layers]}}).encode())
+    registry.put_blob(repo, config)
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(), "layers": layers}
+    return registry.put_manifest(repo, OCI_MANIFEST, json.dumps(manifest).encode(), tag=sig_tag(digest, "att"))
+
+
+def make_attestation_bundle(signer: Signer, digest: str, predicate_type: str, predicate: Any, **kwargs: Any) -> bytes:
+    """A key-based bundle over an attestation statement, as ``cosign attest`` (v3) writes it."""
+    doc = attestation_statement(digest, predicate_type, predicate, statement_type="https://in-toto.io/Statement/v1")
+    return make_bundle(signer, digest, statement_doc=kwargs.pop("statement_doc", doc), **kwargs)
+
+
+def push_attestation_bundles(registry: FakeRegistry, repo: str, digest: str, predicate_type: str, *bundles: bytes,
+                             fallback: bool = True, subject: str | None = None) -> list[dict[str, Any]]:
+    """Referrers for attestation *bundles*, appended to the fallback index (which may list signatures already)."""
+    entries = [put_bundle_referrer(registry, repo, digest, b, subject=subject, predicate_type=predicate_type)
+               for b in bundles]
+    if fallback:
+        old: list[dict[str, Any]] = []
+        existing = registry.repositories[repo].tags.get(sig_tag(digest))
+        if existing:
+            old = json.loads(registry.repositories[repo].manifests[existing].data)["manifests"]
+        put_fallback_index(registry, repo, digest, old + entries)
+    return entries

@@ -13,7 +13,11 @@ Independent of ``imagegate``. What it serves, on ``https://<host>`` (any scheme 
   served (``negotiation="distribution"`` mimics distribution 2.8 instead, see :class:`FakeRegistry`);
 - ``HEAD``/``GET /v2/<name>/blobs/<digest>`` (optionally through a 307 redirect to ``https://blobs.test``);
 - ``GET /v2/<name>/tags/list``;
-- ``GET https://auth.test/token?service=…&scope=…`` — the token server for ``auth=("bearer", …)``.
+- ``GET https://auth.test/token?service=…&scope=…`` — the token server for ``auth=("bearer", …)``;
+- with ``writable=True`` only: ``POST /v2/<name>/blobs/uploads/`` (202 and a ``Location``, absolute by default; set
+  :attr:`FakeRegistry.upload_location` to serve another), ``PUT <location>?digest=…`` (a monolithic upload, checked
+  against its digest) and ``PUT /v2/<name>/manifests/<tag-or-digest>``; bearer tokens then need the ``push`` action,
+  which the token server grants to authenticated requests that ask for it.
 
 Every request is recorded in :attr:`FakeRegistry.requests`. Faults: :meth:`fail_next`, :meth:`corrupt`,
 :meth:`deny`, :attr:`delay`. Requests for any other host raise ``httpx.ConnectError``.
@@ -47,6 +51,7 @@ AuthMode = tuple[str, str, str] | None
 
 _PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)$")
 _TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
+_UPLOAD = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<id>[^/]*)$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _STATUS_CODES = {
     400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN",
@@ -110,6 +115,16 @@ def parse_accept(headers: httpx.Headers) -> set[str] | None:
     return {part.split(";")[0].strip().lower() for value in values for part in value.split(",") if part.strip()}
 
 
+def _push_requests(scopes: list[str]) -> set[tuple[str, str]]:
+    """The ``(name, "push")`` requests among requested scopes."""
+    found = set()
+    for part in (part for scope in scopes for part in scope.split()):
+        parsed = _scope_of(part)
+        if parsed is not None and "push" in parsed[1]:
+            found.add((parsed[0], "push"))
+    return found
+
+
 def _basic(user: str, password: str) -> str:
     """The ``Authorization`` header value for HTTP Basic credentials."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -163,6 +178,7 @@ class FakeRegistry:
         redirect_blobs: bool = False,
         negotiation: Literal["simple", "distribution"] = "simple",
         delay: float = 0.0,
+        writable: bool = False,
     ) -> None:
         if auth is not None and auth[0] not in ("basic", "bearer"):
             raise ValueError(f"auth mode must be 'basic' or 'bearer', not {auth[0]!r}")
@@ -171,6 +187,11 @@ class FakeRegistry:
         if negotiation not in ("simple", "distribution"):
             raise ValueError(f"negotiation must be 'simple' or 'distribution', not {negotiation!r}")
         self.negotiation = negotiation
+        self.writable = writable
+        self.upload_location: str | None = None  # a Location to answer upload POSTs with (hostile-registry tests)
+        self.uploads: dict[str, str] = {}  # upload id -> repository
+        self.pushed_manifests: list[tuple[str, str, str]] = []  # (repository, reference, content type)
+        self.claim_digests: dict[str, str] = {}  # a manifest PUT answers this Docker-Content-Digest instead
         self.blob_host = "blobs.test"
         self.requests: list[RecordedRequest] = []
         self.token_queries: list[dict[str, list[str]]] = []
@@ -307,6 +328,8 @@ class FakeRegistry:
         if name is not None and name in self.denied:
             return self._error(request, 403, "DENIED", "requested access to the resource is denied")
         if request.method not in ("GET", "HEAD"):
+            if self.writable:
+                return self._write(request, path)
             return self._error(request, 405, "UNSUPPORTED", "the fake registry is read-only")
         if path == "/v2/":
             return httpx.Response(200, headers={"Docker-Distribution-API-Version": "registry/2.0"}, json={})
@@ -321,8 +344,43 @@ class FakeRegistry:
     @staticmethod
     def _name_in(path: str) -> str | None:
         """The repository name in a registry path, or ``None`` for ``/v2/``."""
-        match = _PATH.match(path) or _TAGS.match(path)
+        match = _PATH.match(path) or _TAGS.match(path) or _UPLOAD.match(path)
         return match["name"] if match else None
+
+    def _write(self, request: httpx.Request, path: str) -> httpx.Response:
+        """Uploads and manifest PUTs (``writable=True``), as distribution 2.8 answers them."""
+        if request.method == "POST" and (match := _UPLOAD.match(path)) and not match["id"]:
+            upload = f"upload-{len(self.uploads) + 1}"
+            self.uploads[upload] = match["name"]
+            location = self.upload_location if self.upload_location is not None else (
+                f"{request.url.scheme}://{request.url.netloc.decode()}/v2/{match['name']}/blobs/uploads/{upload}"
+                "?_state=opaque")
+            return httpx.Response(202, headers={"Location": location, "Docker-Upload-UUID": upload,
+                                                "Range": "0-0", "Content-Length": "0"})
+        if request.method == "PUT" and (match := _UPLOAD.match(path)) and match["id"]:
+            if self.uploads.pop(match["id"], None) != match["name"]:
+                return self._error(request, 404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+            digest = parse_qs(request.url.query.decode()).get("digest", [""])[0]
+            if digest_of(request.content) != digest:
+                return self._error(request, 400, "DIGEST_INVALID", "provided digest did not match uploaded content")
+            self._repo(match["name"]).blobs[digest] = request.content
+            return httpx.Response(201, headers={"Docker-Content-Digest": digest, "Content-Length": "0",
+                                                "Location": f"/v2/{match['name']}/blobs/{digest}"})
+        if request.method == "PUT" and (match := _PATH.match(path)) and match["kind"] == "manifests":
+            media_type = request.headers.get("content-type", "")
+            digest = digest_of(request.content)
+            ref = match["ref"]
+            if ref.startswith("sha256:") and ref != digest:
+                return self._error(request, 400, "DIGEST_INVALID", "provided digest did not match uploaded content")
+            self.put_manifest(match["name"], media_type, request.content, None if ref.startswith("sha256:") else ref)
+            self.pushed_manifests.append((match["name"], ref, media_type))
+            return httpx.Response(201, headers={"Docker-Content-Digest": self._claimed(digest), "Content-Length": "0",
+                                                "Location": f"/v2/{match['name']}/manifests/{digest}"})
+        return self._error(request, 405, "UNSUPPORTED", f"{request.method} {path} is not supported")
+
+    def _claimed(self, digest: str) -> str:
+        """The Docker-Content-Digest a manifest PUT answers (:meth:`corrupt` makes it lie)."""
+        return self.claim_digests.get(digest, digest)
 
     def _repository(self, request: httpx.Request, name: str, kind: str) -> _Repository | httpx.Response:
         """The stored repository, or a 404 response.
@@ -458,14 +516,16 @@ class FakeRegistry:
         return self._check_bearer(request, name, given)
 
     def _check_bearer(self, request: httpx.Request, name: str | None, given: str) -> httpx.Response | None:
-        """Accept a bearer token granted for ``repository:<name>:pull`` (any valid token for ``/v2/``)."""
+        """Accept a bearer token granted for ``repository:<name>:pull`` (any valid token for ``/v2/``); a write
+        (``writable=True``) needs ``repository:<name>:push``."""
         token = given.removeprefix("Bearer ") if given.startswith("Bearer ") else None
         grants = self.tokens.get(token or "")
-        if grants is not None and (name is None or (name, "pull") in grants):
+        action = "pull" if request.method in ("GET", "HEAD") else "push"
+        if grants is not None and (name is None or (name, action) in grants):
             return None
         challenge = f'Bearer realm="https://{self.auth_host}/token",service="{self.host}"'
         if name is not None:
-            challenge += f',scope="repository:{name}:pull"'
+            challenge += f',scope="repository:{name}:{"pull" if action == "pull" else "pull,push"}"'
         if token is not None:
             challenge += ',error="insufficient_scope"' if grants is not None else ',error="invalid_token"'
         return self._error(request, 401, "UNAUTHORIZED", "authentication required",
@@ -486,6 +546,8 @@ class FakeRegistry:
             return httpx.Response(401, json={"details": "incorrect username or password"},
                                   headers={"WWW-Authenticate": f'Basic realm="https://{self.auth_host}/token"'})
         grants = _pull_grants(params.get("scope", []))
+        if self.writable and given is not None:  # an authenticated writer also gets the push it asks for
+            grants |= {(name, "push") for name, _ in _push_requests(params.get("scope", []))}
         token = f"token-{len(self.tokens) + 1}-{digest_of(repr(sorted(grants)).encode())[7:19]}"
         self.tokens[token] = grants
         return httpx.Response(200, json={"token": token, "access_token": token, "expires_in": self.token_expires_in})

@@ -18,11 +18,21 @@ ALLOWED: dict[str, set[str]] = {
     "_tags": {"_errors", "_patterns"},
     "_facts": {"_errors", "_reference"},
     "_report": set(),
-    "_policy": {"_cosign", "_errors", "_facts", "_patterns", "_reference", "_tags"},  # _cosign: [[signatures]] keys
-    "_checks": {"_cosign", "_facts", "_policy", "_reference", "_report", "_tags", "_user"},
+    # _cosign: [[signatures]] / [[vulnerabilities]] keys; _predicates, _vulns: [[vulnerabilities]] types and levels
+    "_policy": {"_cosign", "_errors", "_facts", "_patterns", "_predicates", "_reference", "_tags", "_vulns"},
+    "_checks": {"_cosign", "_facts", "_policy", "_reference", "_report", "_tags", "_user", "_vulns"},
+    "_predicates": set(),  # the predicate types attestations carry (one table for writers and readers)
+    "_vulns": {"_json", "_predicates"},  # vulnerability reports read from verified predicates; the rule's verdict
     # cosign signatures: keys, finding and verifying (the client's request path; _registry/_transport for types)
     "_cosign": {"_documents", "_errors", "_json", "_reference", "_registry", "_transport", "cryptography"},
-    "_cosign_cli": {"_cosign", "_errors", "_reference", "_registry"},  # imagegate verify
+    # imagegate verify, verify-attestation (--policy: the [[vulnerabilities]] verdict and its report lines)
+    "_cosign_cli": {"_cosign", "_errors", "_policy", "_predicates", "_reference", "_registry", "_report", "_vulns"},
+    # signing: private keys (scrypt + nacl secretbox), registry writes, cosign's formats, predicate files, the CLI
+    "_cosign_keys": {"_cosign", "_errors", "_json", "cryptography", "nacl"},
+    "_push": {"_errors", "_reference", "_transport"},
+    "_cosign_write": {"_cosign", "_cosign_keys", "_documents", "_errors", "_json", "_push", "_reference", "_registry"},
+    "_predicate_files": {"_errors", "_json", "_predicates", "_vulns"},
+    "_sign_cli": {"_cosign_keys", "_cosign_write", "_errors", "_predicate_files", "_reference", "_registry"},
     "_user": set(),
     "_json": set(),
     "_secrets": set(),
@@ -36,7 +46,8 @@ ALLOWED: dict[str, set[str]] = {
         "_auth", "_diskcache", "_documents", "_errors", "_facts", "_json", "_layers", "_reference", "_secrets", "_transport", "_user",
         "httpx",
     },
-    "_api": {"_checks", "_cosign", "_errors", "_facts", "_policy", "_reference", "_report", "_registry", "_user"},
+    "_api": {"_checks", "_cosign", "_errors", "_facts", "_policy", "_reference", "_report", "_registry", "_user",
+             "_vulns"},
     "_hardening": {"_errors", "_policy"},
     "_audit": {"_errors", "_reference", "httpx"},  # the audit: records, filters, the api-server over HTTP
     "_audit_cli": {"_audit", "_errors"},  # `imagegate audit`'s options, and the command
@@ -49,7 +60,7 @@ ALLOWED: dict[str, set[str]] = {
     "_runspec": {"_errors", "_gate", "_hardening", "_policy"},
     "_run": {"_errors", "_gate", "_hardening", "_policy", "_runspec", "docker"},
     "cli": {
-        "imagegate", "_api", "_audit_cli", "_cosign_cli", "_diskcache", "_errors", "_gate", "_gc", "_policy", "_registry", "_run", "_runspec",
+        "imagegate", "_api", "_audit_cli", "_cosign_cli", "_sign_cli", "_diskcache", "_errors", "_gate", "_gc", "_policy", "_registry", "_run", "_runspec",
         "build._builder", "build._context", "build._lint",
     },
     "build": set(),
