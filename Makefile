@@ -29,3 +29,4 @@ bench:           ## benchmarks (figures go in README.md and docs/)
 	.venv/bin/python benchmarks/bench_airflow.py --runs 40 --run-rounds 21 --json benchmarks/results/airflow.json
 	.venv/bin/python benchmarks/bench_dagster.py
 	.venv/bin/python benchmarks/bench_k8s.py
+	.venv/bin/python benchmarks/bench_supply_chain.py --pairs 15 --runs 9 --json benchmarks/results/supply_chain.json

@@ -6,8 +6,9 @@
   restricted profile (loaded on first use: ``import dagster_integration`` does not import dagster-k8s).
 
 No rule lives here: the gate, the hardening and the launch verification are imagegate's core.
-- :func:`image_check_specs` — the ``image_pinned`` / ``image_non_root`` / ``dockerfile_lint``
-  asset checks to declare on an asset (``dockerfile_lint`` only where a job directory is built).
+- :func:`image_check_specs` — the ``image_pinned`` / ``image_non_root`` / ``image_signed`` /
+  ``image_vulnerabilities`` / ``dockerfile_lint`` asset checks to declare on an asset (``dockerfile_lint`` only
+  where a job directory is built; ``image_signed`` / ``image_vulnerabilities`` only where a policy rule covers it).
 - :func:`image_build_asset` — a build as its own asset: its value is the pinned reference
   ``REPO:TAG@sha256:…`` a downstream asset launches (checked again) with either client.
 - :class:`ContainerAssetComponent` — the ``dg`` component (``dagster_integration.components``).
@@ -22,6 +23,8 @@ from dagster_integration._asset_checks import (
     DOCKERFILE_LINT,
     IMAGE_NON_ROOT,
     IMAGE_PINNED,
+    IMAGE_SIGNED,
+    IMAGE_VULNERABILITIES,
     image_check_specs,
 )
 from dagster_integration._build_asset import image_build_asset
@@ -39,6 +42,8 @@ __all__ = [
     "DOCKERFILE_LINT",
     "IMAGE_NON_ROOT",
     "IMAGE_PINNED",
+    "IMAGE_SIGNED",
+    "IMAGE_VULNERABILITIES",
     "BuildRefused",
     "ContainerAssetComponent",
     "ImageRefused",

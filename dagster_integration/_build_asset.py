@@ -25,7 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from dagster_integration._asset_checks import CHECK_NAMES, image_check_specs
+from dagster_integration._asset_checks import DOCKERFILE_LINT, IMAGE_NON_ROOT, IMAGE_PINNED, image_check_specs
 from dagster_integration._errors import ImagegateDagsterError
 from dagster_integration._resource import ImagegateResource, report_metadata
 
@@ -40,7 +40,7 @@ def image_build_asset(
     dockerfile: str | None = None,
     build_args: Mapping[str, str] | None = None,
     backend: str = "docker",
-    checks: Iterable[str] = CHECK_NAMES,
+    checks: Iterable[str] = (IMAGE_PINNED, IMAGE_NON_ROOT, DOCKERFILE_LINT),
     blocking: bool = False,
     resource_key: str = "imagegate",
     group_name: str | None = None,

@@ -19,8 +19,10 @@ from pydantic import Field
 
 from dagster_integration._asset_checks import (
     DOCKERFILE_LINT,
+    EVIDENCE,
     declared_checks,
     evaluation,
+    evidence_not_runnable,
     lint_evaluation,
     lint_not_runnable,
 )
@@ -135,6 +137,13 @@ class ImagegateResource(dg.ConfigurableResource):
         policy = imagegate.Policy.load(self.policy_file) if self.policy_file else imagegate.Policy.discover()
         if self.check_modes:
             policy = policy.with_modes(**{k.replace("-", "_"): v for k, v in self.check_modes.items()})
+            for evidence in EVIDENCE.values():  # as a policy file refuses it: on without a rule would verify nothing
+                if policy.mode(evidence.check).value != "off" and not getattr(policy, evidence.rules, ()):
+                    raise ImagegateDagsterError(
+                        f"{{{evidence.check!r}: {policy.mode(evidence.check).value!r}}} turns the {evidence.check} "
+                        f"check on, but the policy ({policy.source or 'the defaults'}) has no {evidence.table} rule "
+                        "saying what to verify, so nothing would be; add one to the policy (see docs/signatures.md)",
+                        setting="check_modes")
         overrides: dict[str, Any] = {}
         if self.resolve_mutable_tags is not None:
             overrides["resolve_mutable_tags"] = self.resolve_mutable_tags
@@ -181,7 +190,10 @@ class ImagegateResource(dg.ConfigurableResource):
             BuildRefused: lint errors refused the job directory's build (nothing was built).
             ImagegateDagsterError: the arguments name no image, or more than one; or the asset declares
                 ``dockerfile_lint`` where nothing is linted (an ``image=``/``lock_name=`` source, or
-                ``checks.lint = "off"``) — raised before anything is resolved, built or launched.
+                ``checks.lint = "off"``) — raised before anything is resolved, built or launched; or it declares
+                ``image_signed`` / ``image_vulnerabilities`` where nothing would be verified (no rule, the check
+                off, or no rule covering the image) — raised before anything is resolved when the policy or the
+                ``image=`` reference tells, else once the image is resolved, before anything is launched.
             imagegate.ImagegateError: bad reference, unreachable registry, … (from the core).
         """
         policy = policy or self.load_policy()
@@ -189,6 +201,7 @@ class ImagegateResource(dg.ConfigurableResource):
         wants_lint = any(key.name == DOCKERFILE_LINT for key in declared)
         if wants_lint:
             _require_lint(declared, image=image, lock_name=lock_name, job_directory=job_directory, policy=policy)
+        _require_evidence(declared, policy, _given_reference(image))
         source = imagegate.ImageSource(
             image=image, lock_name=lock_name, job_dir=job_directory, lock_file=self.lock_file,
             repository=repository or self.repository, start=start,
@@ -209,11 +222,12 @@ class ImagegateResource(dg.ConfigurableResource):
         except imagegate.CheckFailed as exc:
             build = exc.build.to_dict() if exc.build is not None else None
             lint = exc.lint.to_dict() if exc.lint is not None else None
-            log_evaluations(context, tuple(evaluation(key, exc.report, lint) for key in declared))
+            log_evaluations(context, tuple(evaluation(key, exc.report, lint, policy) for key in declared))
             raise ImageRefused(exc.report, report_metadata(exc.report, build=build, lint=lint)) from None
+        _require_evidence(declared, policy, plan.pinned)  # a lock entry or a build: known now, before any launch
         build = plan.build.to_dict() if plan.build is not None else None
         lint = plan.lint.to_dict() if plan.lint is not None else None
-        evaluations = tuple(evaluation(key, plan.report, lint) for key in declared)
+        evaluations = tuple(evaluation(key, plan.report, lint, policy) for key in declared)
         for warning in plan.report.warnings if context is not None else ():
             context.log.warning(f"imagegate {warning.check}: {warning.message}")
         return Preflight(plan, build, lint, evaluations, policy)
@@ -265,3 +279,24 @@ def _require_lint(
             reason = lint_not_runnable(key.asset_key, source=source, lint_mode=policy.mode("lint").value)
             if reason:
                 raise ImagegateDagsterError(reason, setting=DOCKERFILE_LINT)
+
+
+def _given_reference(image: str | None) -> imagegate.Reference | None:
+    """*image* parsed, when it is given and parses (a bad one is the core's ``InvalidReference`` later)."""
+    if not image or not str(image).strip():
+        return None
+    try:
+        return imagegate.parse_reference(str(image).strip())
+    except imagegate.ImagegateError:
+        return None
+
+
+def _require_evidence(declared: list[dg.AssetCheckKey], policy: imagegate.Policy,
+                      reference: imagegate.Reference | None) -> None:
+    """Refuse a declared ``image_signed`` / ``image_vulnerabilities`` that would verify nothing: it must never
+    read "passed" unverified (see :func:`~dagster_integration._asset_checks.evidence_not_runnable`)."""
+    for key in declared:
+        if key.name in EVIDENCE:
+            reason = evidence_not_runnable(key.asset_key, key.name, policy, reference)
+            if reason:
+                raise ImagegateDagsterError(reason, setting=key.name)

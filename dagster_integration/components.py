@@ -8,7 +8,8 @@
       image: "{{ env.WORDCOUNT_IMAGE }}"     # or lock_name: wordcount, or job_directory: ../jobs/wordcount
                                              # (+ repository, build_args, dockerfile)
       command: ["/app/job.py"]
-      checks: [image_pinned, image_non_root]  # dockerfile_lint only with job_directory
+      checks: [image_pinned, image_non_root]  # dockerfile_lint only with job_directory; image_signed,
+                                             # image_vulnerabilities only where a policy rule covers the image
       policy_file: imagegate.toml
       backend: docker                         # or kubernetes (+ namespace, kubeconfig_file,
                                               #   kube_context, poll_interval)
@@ -17,8 +18,11 @@ The spec is validated when definitions load: unknown keys are errors naming thei
 path (``attributes.imagee``), exactly one image source must be given, the image
 reference must parse, check names and the backend must be known, ``dockerfile_lint``
 needs a ``job_directory`` (an image given by reference is not built, so nothing would
-be linted), and the Kubernetes settings need ``backend: kubernetes``. Nothing is
-resolved or launched until the asset is materialized.
+be linted), ``image_signed`` / ``image_vulnerabilities`` need a policy whose
+``[[signatures]]`` / ``[[vulnerabilities]]`` rules cover the image (the policy is read
+when definitions load; an image given as a template or by a lock entry or a build is
+matched when it is resolved), and the Kubernetes settings need ``backend: kubernetes``.
+Nothing is resolved or launched until the asset is materialized.
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations
@@ -32,10 +36,12 @@ import dagster as dg
 import imagegate
 from pydantic import model_validator
 
-from dagster_integration._asset_checks import CHECK_NAMES, image_check_specs
+from dagster_integration._asset_checks import CHECK_NAMES, EVIDENCE, evidence_not_runnable, image_check_specs
+from dagster_integration._errors import ImagegateDagsterError
 from dagster_integration._resource import ImagegateResource
 
-CheckName = Literal["image_pinned", "image_non_root", "dockerfile_lint"]
+CheckName = Literal["image_pinned", "image_non_root", "image_signed", "image_vulnerabilities", "dockerfile_lint"]
+CHECK_MODE_IDS = ("registry", "pinned", "non-root", "lint", "signature", "vulnerabilities")
 
 class ContainerAssetComponent(dg.Component, dg.Model, dg.Resolvable):
     """One asset that runs a container from a checked, digest-pinned image (Docker or Kubernetes)."""
@@ -88,8 +94,11 @@ class ContainerAssetComponent(dg.Component, dg.Model, dg.Resolvable):
         if self.poll_interval is not None and not self.poll_interval > 0:
             raise ValueError(f"poll_interval: {self.poll_interval} is not a positive number of seconds")
         for check in self.check_modes:
-            if check.replace("_", "-") not in ("registry", "pinned", "non-root", "lint"):
-                raise ValueError(f"check_modes: unknown check {check!r}; known: registry, pinned, non-root, lint")
+            if check.replace("_", "-") not in CHECK_MODE_IDS:
+                raise ValueError(f"check_modes: unknown check {check!r}; known: {', '.join(CHECK_MODE_IDS)}")
+        for name, check in (("image_signed", "signature"), ("image_vulnerabilities", "vulnerabilities")):
+            if name in self.checks and self.check_modes.get(check) == "off":
+                raise ValueError(f"checks: {name} cannot run with check_modes {{{check}: off}}; remove one of them")
         unknown = sorted(set(self.checks) - set(CHECK_NAMES))
         if unknown:  # pragma: no cover - the Literal already refuses them
             raise ValueError(f"unknown checks {unknown}")
@@ -107,6 +116,7 @@ class ContainerAssetComponent(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         base = Path(context.path) if getattr(context, "path", None) else None
         gate = self._resource(base)
+        self._require_evidence(gate)
         job_directory = self.job_directory
         if job_directory and base and not Path(job_directory).is_absolute():
             job_directory = str((base / job_directory).resolve())
@@ -125,6 +135,20 @@ class ContainerAssetComponent(dg.Component, dg.Model, dg.Resolvable):
             return spec._run(context, gate, job_directory, base)
 
         return dg.Definitions(assets=[_container_asset])
+
+    def _require_evidence(self, gate: ImagegateResource) -> None:
+        """``image_signed`` / ``image_vulnerabilities`` verify what the policy's rules ask for: refuse them when
+        definitions load where nothing would be verified (no such rule, the check off, no rule covering
+        ``image``). Never "passed" unverified; the resource checks again once the image is resolved."""
+        wanted = [name for name in self.checks if name in EVIDENCE]
+        if not wanted:
+            return
+        policy = gate.load_policy()
+        reference = imagegate.parse_reference(self.image) if self.image and "{{" not in self.image else None
+        for name in wanted:
+            reason = evidence_not_runnable(dg.AssetKey.from_user_string(self.asset_key), name, policy, reference)
+            if reason:
+                raise ImagegateDagsterError(reason, setting=f"checks ({self.asset_key})")
 
     def _run(self, context: dg.AssetExecutionContext, gate: ImagegateResource, job_directory: str | None,
              base: Path | None) -> Any:

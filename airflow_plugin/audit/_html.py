@@ -129,7 +129,7 @@ _TASK = """<!doctype html>
 <table id="checks"><thead><tr><th>Check</th><th>Outcome</th><th>Mode</th><th>Message</th><th>Waiver · note · fix</th></tr></thead><tbody>
 {% for c in r.checks %}<tr class="check" data-check="{{ c.check }}" data-outcome="{{ c.outcome }}">
 <td>{{ c.check }}</td><td><span class="badge {{ c.outcome }}">{{ c.outcome }}</span></td><td>{{ c.mode or '' }}</td>
-<td>{{ c.message or '' }}</td>
+<td>{{ c.message or '' }}{% for line in evidence.get(c.check, []) %}<div class="evidence small mono">{{ line }}</div>{% endfor %}</td>
 <td>{% if c.waiver %}<div class="waived">waiver: {{ c.waiver }}</div>{% endif %}{% if c.note %}<div>note: {{ c.note }}</div>{% endif %}
 {% if c.fix and c.outcome in ('fail', 'warn') %}<div>fix: {{ c.fix }}</div>{% endif %}</td></tr>
 {% endfor %}</tbody></table>
@@ -192,4 +192,20 @@ def images_page(*, rows: Sequence[imagegate.AuditRow], flt: imagegate.AuditFilte
 def task_page(*, row: imagegate.AuditRow | None, raw: Any, message: str, links: Links) -> str:
     shown = json.dumps(raw, indent=2, sort_keys=False, default=str)[:200_000] if row is not None else ""
     return _TASK_T.render(style=_STYLE, r=row, raw=shown, message=message, page_url=links.page, when=_when,
-                          task_label=_task_label)
+                          task_label=_task_label, evidence=evidence(raw))
+
+
+def evidence(record: Any) -> dict[str, list[str]]:
+    """check -> the lines of evidence its stored details hold (who signed; which scan counted and what decided), read
+    from the record as stored (a task wrote it: every value is checked, and autoescaped when shown)."""
+    from airflow_plugin._gate import evidence_lines
+
+    report = record.get("report") if isinstance(record, Mapping) else None
+    checks = report.get("checks") if isinstance(report, Mapping) else None
+    out: dict[str, list[str]] = {}
+    for check in checks[:16] if isinstance(checks, list) else []:
+        if isinstance(check, Mapping) and isinstance(check.get("check"), str) and check["check"] not in out:
+            lines = evidence_lines(check["check"], check.get("details"))
+            if lines:
+                out[check["check"]] = lines
+    return out

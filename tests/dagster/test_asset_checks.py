@@ -45,5 +45,5 @@ def test_when_the_lint_cannot_run(source, mode, expected):
 
 
 def test_unknown_check_names_are_refused():
-    with pytest.raises(ValueError, match="unknown imagegate check 'image_signed'"):
-        image_check_specs("etl", ["image_signed"])
+    with pytest.raises(ValueError, match="unknown imagegate check 'image_scanned'"):
+        image_check_specs("etl", ["image_scanned"])

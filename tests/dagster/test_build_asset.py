@@ -169,8 +169,8 @@ def test_build_asset_settings_fail_when_definitions_load(tmp_path):
         image_build_asset("x", job_directory=tmp_path / "missing")
     with pytest.raises(ImagegateDagsterError, match=r"^backend: 'nomad' is not one of docker, kubernetes"):
         image_build_asset("x", job_directory=tmp_path, backend="nomad")
-    with pytest.raises(ValueError, match="unknown imagegate check 'image_signed'"):
-        image_build_asset("x", job_directory=tmp_path, checks=["image_signed"])
+    with pytest.raises(ValueError, match="unknown imagegate check 'image_scanned'"):
+        image_build_asset("x", job_directory=tmp_path, checks=["image_scanned"])
 
 
 def test_build_asset_without_a_repository_names_the_setting(dagster_home, tmp_path):

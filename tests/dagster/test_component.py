@@ -83,7 +83,9 @@ def test_kubernetes_settings_load_with_the_kubernetes_backend(tmp_path):
         (f'asset_key: etl\nimage: "{PINNED}"\nlock_name: etl', "exactly one of image, lock_name, job_directory"),
         ('asset_key: etl\nimage: "Not A/Ref:::"', "Not A/Ref:::"),  # the reference and why it is invalid
         (f'asset_key: etl\nimage: "{PINNED}"\nbackend: nomad', "backend"),
-        (f'asset_key: etl\nimage: "{PINNED}"\nchecks: [image_signed]', "checks"),
+        (f'asset_key: etl\nimage: "{PINNED}"\nchecks: [image_scanned]', "checks"),
+        # image_signed where no [[signatures]] rule exists would verify nothing: refused, never reported as passed
+        (f'asset_key: etl\nimage: "{PINNED}"\nchecks: [image_signed]', "has no [[signatures]] rule"),
         (f'asset_key: etl\nimage: "{PINNED}"\ncheck_modes: {{non-root: later}}', "check_modes"),
         ("asset_key: etl\njob_directory: jobs/etl", "repository"),
         # dockerfile_lint where nothing is built could never run: refused, never reported as passed
