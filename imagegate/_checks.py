@@ -269,7 +269,10 @@ def check_vulnerabilities(data: CheckInput) -> Finding:
     if all(v.missing for v in failed):
         fix = (f"scan the digest that launches and attest the report: trivy image --format cosign-vuln -o vuln.json "
                f"{pinned} && cosign attest --key cosign.key --type vuln --predicate vuln.json {pinned}")
-    elif any("too old" in v.message or "no scan time" in v.message for v in failed):
+    elif any("no scan time" in v.message for v in failed):
+        fix = (f"attest a report that carries its scan time (trivy --format cosign-vuln or json; Trivy's SARIF has "
+               f"none) for {pinned}, or drop max-age from the rule")
+    elif any("too old" in v.message for v in failed):
         fix = f"scan {pinned} again and attest the new report (cosign attest --type vuln …)"
     else:
         fix = ("rebuild on fixed packages and attest a new scan, or waive a finding with [[vulnerabilities.waivers]] "

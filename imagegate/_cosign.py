@@ -68,6 +68,11 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MAX_DOCUMENT_BYTES = 1 << 20  # a signature manifest, an index of referrers: cosign's are a few KiB
 MAX_PAYLOAD_BYTES = 256 << 10  # a simplesigning payload or a bundle (a key-based one is ~2 KiB)
 MAX_CANDIDATES = 32  # signatures looked at per format; more are ignored (fail closed: they cannot add trust)
+# Referrer manifests read per image: a fallback index's entries carry no predicate type (cosign writes only the
+# artifactType there), so each referrer's own manifest says what it is (a signature or which attestation) and when it
+# was made. More than this, and the newest attestation cannot be told: the check fails closed.
+MAX_REFERRERS = 128
+CREATED_ANNOTATION = "org.opencontainers.image.created"
 MAX_KEYS = 64
 MIN_RSA_BITS = 2048
 DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"  # a legacy (.att) attestation layer
@@ -340,6 +345,7 @@ class Attestations:
     statements: tuple[Statement, ...]
     notes: tuple[str, ...] = ()
     cached: bool = False
+    incomplete: str | None = None  # why not every attestation could be looked at (then the newest is unknown)
 
     def counted(self) -> tuple[tuple[Statement, tuple[str, ...]], ...]:
         """(a statement, the distinct keys that signed it) for each statement signed by ``required`` keys."""
@@ -376,6 +382,7 @@ class Attestations:
             "required": self.required, "keys": list(self.keys), "reason": self.reason(), "cached": self.cached,
             "statements": [s.to_dict() for s in self.statements],
             "attestations": [c.to_dict() for c in self.checks], "notes": list(self.notes),
+            "incomplete": self.incomplete,
         }
 
 
@@ -496,8 +503,9 @@ def verify_attestations(
         for name in formats:
             {"legacy": _legacy_attestations, "bundle": _bundle_attestations}[name](
                 fetch, digest, keys, types, checks, statements, notes)
-    result = Attestations(str(ref), digest, types, required, names, tuple(checks), tuple(statements), tuple(notes))
-    if store is not None and result.verified:
+    result = Attestations(str(ref), digest, types, required, names, tuple(checks), tuple(statements), tuple(notes),
+                          incomplete=fetch.incomplete)
+    if store is not None and result.verified and result.incomplete is None:
         store.save(fetch.evidence)
     return result
 
@@ -669,20 +677,28 @@ def _bundles(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: 
     source, entries = listed
     bundles = [e for e in entries if e[1] in (BUNDLE_MEDIA_TYPE, None)
                and e[2].get(PREDICATE_ANNOTATION, SIGN_PREDICATE) == SIGN_PREDICATE]
-    if len(bundles) > MAX_CANDIDATES:
-        notes.append(f"the {source} lists {len(bundles)} bundles; only the first {MAX_CANDIDATES} were looked at")
-    for manifest_digest, _, _ in bundles[:MAX_CANDIDATES]:
-        if _enough(checks, required):
-            return
+    if len(bundles) > MAX_REFERRERS:
+        notes.append(f"the {source} lists {len(bundles)} bundles; only the first {MAX_REFERRERS} were looked at")
+    tried = 0
+    for manifest_digest, _, _ in bundles[:MAX_REFERRERS]:
+        if _enough(checks, required) or tried >= MAX_CANDIDATES:
+            break
         where = f"referrer {manifest_digest}"
         try:
-            bundle = _bundle_blob(fetch, manifest_digest, digest, MAX_PAYLOAD_BYTES)
+            referrer = _referrer(fetch, manifest_digest, digest)
+            if referrer.predicate_type not in (None, SIGN_PREDICATE):
+                continue  # an attestation (its manifest says so): not a signature; its blob is never fetched
+            tried += 1
+            bundle = referrer.blob(fetch, MAX_PAYLOAD_BYTES)
             key = _verify_bundle(bundle, digest, keys)[0]
         except _Refused as exc:
+            tried += 1
             checks.append(SignatureCheck("bundle", where, problem=str(exc)))
             continue
         checks.append(SignatureCheck("bundle", where, key=key.source))
         fetch.evidence.append({"kind": "bundle", "where": where, "data": base64.b64encode(bundle).decode()})
+    if tried >= MAX_CANDIDATES and not _enough(checks, required):
+        notes.append(f"the {source}: only {MAX_CANDIDATES} signature bundles were looked at")
 
 
 def _bundle_attestations(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], types: Sequence[str],
@@ -697,14 +713,37 @@ def _bundle_attestations(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey]
     source, entries = listed
     bundles = [e for e in entries if e[1] in (BUNDLE_MEDIA_TYPE, None)
                and e[2].get(PREDICATE_ANNOTATION, types[0]) in types]
-    if len(bundles) > MAX_CANDIDATES:
-        notes.append(f"the {source} lists {len(bundles)} attestation bundles of these types; only the last "
-                     f"{MAX_CANDIDATES} were looked at")
-    for manifest_digest, _, annotations in bundles[-MAX_CANDIDATES:]:
+    if len(bundles) > MAX_REFERRERS:
+        # The newest scan decides, and which is newest is only known from each referrer's manifest: fail closed.
+        fetch.incomplete = (f"the {source} lists {len(bundles)} referrers; imagegate reads at most {MAX_REFERRERS}, so "
+                            "the newest attestation cannot be told: delete old attestations of this digest")
+        return
+    # Each referrer's manifest says what it is (the predicate type) and when it was made; only wanted ones are
+    # read, newest first (the `created` annotation: cosign's; a registry writer could hide a referrer anyway).
+    wanted: list[tuple[str, _Referrer]] = []
+    for manifest_digest, _, _ in bundles:
         where = f"referrer {manifest_digest}"
-        annotated = annotations.get(PREDICATE_ANNOTATION)
         try:
-            bundle = _bundle_blob(fetch, manifest_digest, digest, MAX_ATTESTATION_BYTES)
+            referrer = _referrer(fetch, manifest_digest, digest)
+        except _Refused as exc:
+            checks.append(AttestationCheck("bundle", where, None, problem=str(exc)))
+            continue
+        if referrer.predicate_type is None or referrer.predicate_type in types:
+            wanted.append((where, referrer))
+    if len(wanted) > MAX_CANDIDATES:
+        if any(r.created is None for _, r in wanted):
+            fetch.incomplete = (f"the {source} lists {len(wanted)} attestations of these types, some without a "
+                                f"'{CREATED_ANNOTATION}' time; imagegate reads at most {MAX_CANDIDATES}, so the "
+                                "newest cannot be told: delete old attestations of this digest")
+            return
+        notes.append(f"the {source} lists {len(wanted)} attestation bundles of these types; the newest "
+                     f"{MAX_CANDIDATES} by their '{CREATED_ANNOTATION}' time were looked at")
+        wanted.sort(key=lambda pair: pair[1].created or "", reverse=True)
+        wanted = wanted[:MAX_CANDIDATES]
+    for where, referrer in wanted:
+        annotated = referrer.predicate_type
+        try:
+            bundle = referrer.blob(fetch, MAX_ATTESTATION_BYTES)
             key, predicate_type, predicate, payload = _verify_bundle(bundle, digest, keys, types)
         except _Refused as exc:
             checks.append(AttestationCheck("bundle", where, annotated, problem=str(exc)))
@@ -732,8 +771,23 @@ def _read_index(body: bytes) -> list[tuple[str, str | None, dict[str, str]]]:
     return list(top.items("manifests", entry))
 
 
-def _bundle_blob(fetch: _Fetcher, manifest_digest: str, digest: str, cap: int) -> bytes:
-    """The bundle a referrer manifest holds (its one layer), after checking the manifest names the image."""
+@dataclass(frozen=True)
+class _Referrer:
+    """A bundle referrer's manifest, read and checked: its one bundle layer, what its annotations say it is (the
+    predicate type; None: not said) and when it was made (RFC 3339 text, compared as text: cosign writes UTC 'Z')."""
+
+    layer: tuple[str, str, int, dict[str, str]]
+    predicate_type: str | None
+    created: str | None
+
+    def blob(self, fetch: _Fetcher, cap: int) -> bytes:
+        if cap > MAX_PAYLOAD_BYTES:
+            return fetch.attestation_blob(self.layer[1], self.layer[2])
+        return fetch.blob(self.layer[1], self.layer[2])
+
+
+def _referrer(fetch: _Fetcher, manifest_digest: str, digest: str) -> _Referrer:
+    """A referrer's manifest, after checking it names the image and holds exactly one Sigstore bundle."""
     try:
         body = fetch.manifest(manifest_digest, OCI_MANIFEST, verify=True)
     except ManifestUnknown:
@@ -744,6 +798,7 @@ def _bundle_blob(fetch: _Fetcher, manifest_digest: str, digest: str, cap: int) -
         subject_digest = subject.string("digest", required=True) if subject is not None else None
         layers = manifest.items("layers", _layer, required=True)
         artifact = manifest.string("artifactType")
+        annotations = manifest.mapping("annotations") if "annotations" in manifest else {}
     except DocumentError as exc:
         raise _Refused(f"a malformed referrer manifest ({exc})") from None
     if subject_digest != digest:
@@ -753,9 +808,10 @@ def _bundle_blob(fetch: _Fetcher, manifest_digest: str, digest: str, cap: int) -
     if len(layers) != 1 or layers[0][0] != BUNDLE_MEDIA_TYPE:
         raise _Refused(f"a bundle referrer has exactly one {BUNDLE_MEDIA_TYPE} layer; this one has "
                        f"{[layer[0] for layer in layers]}")
-    if cap > MAX_PAYLOAD_BYTES:
-        return fetch.attestation_blob(layers[0][1], layers[0][2])
-    return fetch.blob(layers[0][1], layers[0][2])
+    predicate = annotations.get(PREDICATE_ANNOTATION)
+    created = annotations.get(CREATED_ANNOTATION)
+    return _Referrer(layers[0], predicate if isinstance(predicate, str) else None,
+                     created if isinstance(created, str) and len(created) <= 64 else None)
 
 
 # -- the cache of verified evidence ------------------------------------------------------------------------------------
@@ -987,6 +1043,7 @@ class _Fetcher:
         self._disk = client.disk_cache
         self._repo = repo
         self.evidence: list[dict[str, Any]] = []  # what verified, as received (for the cache of verified evidence)
+        self.incomplete: str | None = None  # set when not every attestation could be looked at (fail closed)
         self._attestation_bytes = 0
 
     def manifest(self, target: str, accept: str, *, verify: bool = False) -> bytes:

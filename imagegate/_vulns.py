@@ -47,6 +47,7 @@ LEVELS = ("none", "low", "medium", "high", "critical")  # what max-severity / un
 SEVERITIES = ("unknown", "negligible", "low", "medium", "high", "critical")  # what a finding can have
 _RANK = {"none": 0, "negligible": 1, "low": 1, "medium": 2, "high": 3, "critical": 4}
 MAX_FINDINGS = 100_000  # per report; more and the report is refused (fail closed: it cannot be judged fully)
+INCOMPLETE = "(not every attestation read)"  # a Candidate's ``where`` when the attestations could not all be read
 MAX_LISTED = 20  # findings listed in a check's details (the worst first)
 MAX_ID = 256
 FUTURE_SLACK = dt.timedelta(minutes=5)  # a scan "from the future" beyond clock skew is refused
@@ -370,6 +371,10 @@ def judge(rule: Any, candidates: Sequence[Candidate], *, image_names: Iterable[s
     attestations' reports. The newest scan counts (a report without a scan time is the oldest); between equally new
     ones, the one with more blocking findings. *image_names* are the image's names its waivers' ``images`` match."""
     names = tuple(image_names)
+    incomplete = [c for c in candidates if c.where == INCOMPLETE]
+    if incomplete:
+        return Verdict(False, f"not every vulnerability attestation could be read, so the newest is unknown: "
+                              f"{incomplete[0].problem}", missing=True, details={"refused": [incomplete[0].problem]})
     usable = [c for c in candidates if c.report is not None]
     refused = [f"{c.where}: {c.problem}" for c in candidates if c.report is None]
     if not usable:
@@ -527,6 +532,8 @@ def candidates(attestations: Any, *, manifests: Iterable[str] = (), configs: Ite
     ``source.target``, SARIF run properties) is refused, whoever signed it: the statement's subject says which
     image the signer meant, the report says which image was scanned, and both must be this one."""
 
+    if getattr(attestations, "incomplete", None):  # the newest scan cannot be told: nothing counts (fail closed)
+        return [Candidate(None, "", INCOMPLETE, (), attestations.incomplete)]
     own, own_configs = set(manifests), set(configs)
     out = []
     for statement, signers in attestations.counted():

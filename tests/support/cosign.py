@@ -131,13 +131,15 @@ def make_bundle(signer: Signer, digest: str, *, statement_doc: dict[str, Any] | 
 
 
 def put_bundle_referrer(registry: FakeRegistry, repo: str, digest: str, bundle: bytes, *,
-                        subject: str | None = None, predicate_type: str = SIGN_PREDICATE) -> dict[str, Any]:
+                        subject: str | None = None, predicate_type: str = SIGN_PREDICATE,
+                        created: str | None = "2026-01-01T00:00:00Z") -> dict[str, Any]:
     """The referrer manifest for *bundle* (subject: the image); returns its descriptor for an index."""
     layer = Blob(BUNDLE, bundle)
     registry.put_blob(repo, layer)
     registry.put_blob(repo, EMPTY)
-    annotations = {"dev.sigstore.bundle.content": "dsse-envelope", "dev.sigstore.bundle.predicateType": predicate_type,
-                   "org.opencontainers.image.created": "2026-01-01T00:00:00Z"}
+    annotations = {"dev.sigstore.bundle.content": "dsse-envelope", "dev.sigstore.bundle.predicateType": predicate_type}
+    if created is not None:
+        annotations["org.opencontainers.image.created"] = created
     image_manifest = registry.repositories[repo].manifests[digest]
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": BUNDLE, "config": EMPTY.descriptor(),
                 "layers": [layer.descriptor()], "annotations": annotations,
@@ -253,3 +255,10 @@ def push_attestation_bundles(registry: FakeRegistry, repo: str, digest: str, pre
             old = json.loads(registry.repositories[repo].manifests[existing].data)["manifests"]
         put_fallback_index(registry, repo, digest, old + entries)
     return entries
+
+
+def cosign_fallback_index(registry: FakeRegistry, repo: str, digest: str, entries: Sequence[dict[str, Any]]) -> str:
+    """The fallback index as cosign (go-containerregistry) really writes it: entries sorted by digest, each with its
+    artifactType but none of the referrer manifest's annotations (no predicate type, no time)."""
+    bare = sorted(({k: v for k, v in e.items() if k != "annotations"} for e in entries), key=lambda e: e["digest"])
+    return put_fallback_index(registry, repo, digest, bare)

@@ -388,6 +388,65 @@ def test_a_newer_worse_scan_is_seen_within_the_relook_interval(tmp_path: Path, r
     assert later.result("vulnerabilities").outcome is Outcome.FAIL, later.result("vulnerabilities").message
 
 
+def _scan_referrers(registry: FakeRegistry, digest: str, signer: Signer, scans: list[tuple[dt.datetime, bool]],
+                    *, created: bool = True) -> None:
+    """One bundle referrer per (scan time, clean?) and an image signature, listed as cosign lists them (sorted by
+    digest, no annotations in the index): the order says nothing about which scan is newest."""
+    from tests.support.cosign import cosign_fallback_index, put_bundle_referrer
+
+    entries = [put_bundle_referrer(registry, REPO, digest, make_bundle(signer, digest))]
+    for when, clean in scans:
+        made = make_attestation_bundle(signer, digest, TRIVY, trivy(when, clean=clean))
+        entries.append(put_bundle_referrer(registry, REPO, digest, made, predicate_type=TRIVY,
+                                           created=when.strftime("%Y-%m-%dT%H:%M:%SZ") if created else None))
+    cosign_fallback_index(registry, REPO, digest, entries)
+
+
+def test_the_newest_scan_decides_among_more_bundles_than_are_read(tmp_path: Path, registry: FakeRegistry, digests,
+                                                                 signer: Signer) -> None:  # noqa: ANN001
+    """40 clean scans from three days ago and today's scan with a CRITICAL: whatever the index order, the newest
+    (by each referrer manifest's created time) is among those read, and it refuses the image."""
+    from imagegate._cosign import MAX_CANDIDATES
+
+    one, _ = digests
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    old = [(now - dt.timedelta(days=3, minutes=i), True) for i in range(MAX_CANDIDATES + 8)]
+    _scan_referrers(registry, one, signer, old + [(now - dt.timedelta(minutes=5), False)])
+    report = check(registry, f"{HOST}/{REPO}:1.0.0", policy_for(tmp_path, signer))
+    result = report.result("vulnerabilities")
+    assert result.outcome is Outcome.FAIL and "CVE-2019-18224" in result.message, result.message
+    # the image signature among them is still found, and no attestation blob is fetched to find it
+    registry.reset_requests()
+    found = verify_signatures(client_for(registry.transport), parse_reference(f"{HOST}/{REPO}@{one}"), one,
+                              [key(signer)], formats=("bundle",))
+    assert found.verified and all(c.verified for c in found.signatures)
+    assert registry.count("GET", "blobs") == 1  # the signature's bundle only
+
+
+def test_too_many_undated_attestations_fail_closed(tmp_path: Path, registry: FakeRegistry, digests,
+                                                   signer: Signer) -> None:  # noqa: ANN001
+    from imagegate._cosign import MAX_CANDIDATES
+
+    one, _ = digests
+    now = dt.datetime.now(dt.timezone.utc)
+    _scan_referrers(registry, one, signer, [(now - dt.timedelta(hours=i + 1), True) for i in range(MAX_CANDIDATES + 1)],
+                    created=False)
+    result = check(registry, f"{HOST}/{REPO}:1.0.0", policy_for(tmp_path, signer)).result("vulnerabilities")
+    assert result.outcome is Outcome.FAIL and "the newest is unknown" in result.message, result.message
+
+
+def test_more_referrers_than_are_read_fail_closed(tmp_path: Path, registry: FakeRegistry, digests,
+                                                  signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import imagegate._cosign as cosign_module
+
+    monkeypatch.setattr(cosign_module, "MAX_REFERRERS", 6)  # 128 in earnest; the rule is the same
+    one, _ = digests
+    now = dt.datetime.now(dt.timezone.utc)
+    _scan_referrers(registry, one, signer, [(now - dt.timedelta(hours=i + 1), True) for i in range(6)])
+    result = check(registry, f"{HOST}/{REPO}:1.0.0", policy_for(tmp_path, signer)).result("vulnerabilities")
+    assert result.outcome is Outcome.FAIL and "lists 7 referrers" in result.message, result.message
+
+
 def test_cache_off_by_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEGATE_REGISTRY_CACHE", "off")
     assert RegistryClient().disk_cache is None  # and without a disk cache nothing is stored (verify_* read none)
