@@ -531,16 +531,9 @@ def _legacy(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: i
             checks: list[SignatureCheck], notes: list[str]) -> None:
     tag = signature_tag(digest)
     try:
-        body = fetch.manifest(tag, f"{OCI_MANIFEST}, {DOCKER_MANIFEST}")
-    except ManifestUnknown:
-        return
+        layers = _tag_layers(fetch, tag, "signature")
     except _Refused as exc:
         checks.append(SignatureCheck("legacy", tag, problem=str(exc)))
-        return
-    try:
-        layers = _read_manifest(body).items("layers", _layer, required=True)
-    except DocumentError as exc:
-        checks.append(SignatureCheck("legacy", tag, problem=f"a malformed signature manifest ({exc})"))
         return
     if len(layers) > MAX_CANDIDATES:
         notes.append(f"{tag} lists {len(layers)} signatures; only the first {MAX_CANDIDATES} were looked at")
@@ -556,6 +549,19 @@ def _legacy(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: i
         checks.append(SignatureCheck("legacy", where, key=key.source))
         fetch.evidence.append({"kind": "simplesigning", "where": where, "data": base64.b64encode(payload).decode(),
                                "signature": base64.b64encode(signature).decode()})
+
+
+def _tag_layers(fetch: _Fetcher, tag: str, what: str) -> tuple[tuple[str, str, int, dict[str, str]], ...]:
+    """The layers of the legacy manifest at *tag* (``….sig`` / ``….att``); none when the tag does not exist. A
+    manifest that cannot be used is raised as :class:`_Refused`."""
+    try:
+        body = fetch.manifest(tag, f"{OCI_MANIFEST}, {DOCKER_MANIFEST}")
+    except ManifestUnknown:
+        return ()
+    try:
+        return _read_manifest(body).items("layers", _layer, required=True)
+    except DocumentError as exc:
+        raise _Refused(f"a malformed {what} manifest ({exc})") from None
 
 
 def _layer(value: Any, path: str) -> tuple[str, str, int, dict[str, str]]:
@@ -614,16 +620,9 @@ def _legacy_attestations(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey]
                          checks: list[AttestationCheck], statements: list[Statement], notes: list[str]) -> None:
     tag = signature_tag(digest, "att")
     try:
-        body = fetch.manifest(tag, f"{OCI_MANIFEST}, {DOCKER_MANIFEST}")
-    except ManifestUnknown:
-        return
+        layers = _tag_layers(fetch, tag, "attestation")
     except _Refused as exc:
         checks.append(AttestationCheck("legacy", tag, problem=str(exc)))
-        return
-    try:
-        layers = _read_manifest(body).items("layers", _layer, required=True)
-    except DocumentError as exc:
-        checks.append(AttestationCheck("legacy", tag, problem=f"a malformed attestation manifest ({exc})"))
         return
     wanted = [(i, layer) for i, layer in enumerate(layers) if layer[3].get(LEGACY_PREDICATE_ANNOTATION) in types]
     if len(wanted) > MAX_CANDIDATES:

@@ -17,6 +17,23 @@ from typing import Any
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
+def registry_options(sub: argparse.ArgumentParser, what: str = "operation") -> None:
+    """``--insecure-registry``, ``--ca-file`` and ``--timeout``, as every command that talks to a registry has them."""
+    sub.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                     help="allow plain http for this registry (loopback registries need no flag); repeatable")
+    sub.add_argument("--ca-file", metavar="PEM", help="extra CA certificates to trust for registry TLS")
+    sub.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help=f"the whole {what} ends within this many seconds (default 60)")
+
+
+def client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """RegistryClient keyword arguments from :func:`registry_options`' flags."""
+    options: dict[str, Any] = {"insecure_registries": args.insecure_registry, "ca_file": args.ca_file}
+    if args.timeout is not None:
+        options["deadline"] = args.timeout
+    return options
+
+
 def add_parser(commands: Any) -> None:
     sub = commands.add_parser(
         "verify", help="verify REF's cosign signatures with public keys, offline; exit 1 when not verified",
@@ -32,11 +49,7 @@ def add_parser(commands: Any) -> None:
     sub.add_argument("--format", choices=["any", "legacy", "bundle"], default="any",
                      help="which signature format to look for (default any)")
     sub.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    sub.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
-                     help="allow plain http for this registry (loopback registries need no flag); repeatable")
-    sub.add_argument("--ca-file", metavar="PEM", help="extra CA certificates to trust for registry TLS")
-    sub.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                     help="the whole verification ends within this many seconds (default 60)")
+    registry_options(sub, "verification")
     _add_attestation_parser(commands)
 
 
@@ -60,11 +73,7 @@ def _add_attestation_parser(commands: Any) -> None:
                      help="how many of the keys must have signed the same statement (default 1)")
     sub.add_argument("--policy", metavar="FILE", help="apply this policy's [[vulnerabilities]] thresholds too")
     sub.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    sub.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
-                     help="allow plain http for this registry (loopback registries need no flag); repeatable")
-    sub.add_argument("--ca-file", metavar="PEM", help="extra CA certificates to trust for registry TLS")
-    sub.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                     help="the whole verification ends within this many seconds (default 60)")
+    registry_options(sub, "verification")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,9 +104,7 @@ def run_attestation(args: argparse.Namespace) -> int:
         raise PolicyError(str(exc), key="--type") from None
     policy = Policy.load(args.policy) if args.policy else None
     ref = parse_reference(args.reference)
-    options: dict[str, Any] = {"insecure_registries": args.insecure_registry, "ca_file": args.ca_file}
-    if args.timeout is not None:
-        options["deadline"] = args.timeout
+    options = client_options(args)
     with RegistryClient(**options) as client:
         digest = ref.digest or client.resolve(ref).digest
         result = verify_attestations(client, ref, digest, keys, types=(wanted,), required=args.required)
@@ -152,9 +159,7 @@ def _run_signatures(args: argparse.Namespace) -> int:
                           key="--required")
     ref = parse_reference(args.reference)
     formats = ("legacy", "bundle") if args.format == "any" else (args.format,)
-    options: dict[str, Any] = {"insecure_registries": args.insecure_registry, "ca_file": args.ca_file}
-    if args.timeout is not None:
-        options["deadline"] = args.timeout
+    options = client_options(args)
     with RegistryClient(**options) as client:
         digest = ref.digest or client.resolve(ref).digest
         result = verify_signatures(client, ref, digest, keys, required=args.required, formats=formats)

@@ -16,6 +16,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
+from imagegate._cosign_cli import client_options, registry_options
+
 if TYPE_CHECKING:
     from imagegate._cosign_keys import PrivateKey
     from imagegate._cosign_write import Written
@@ -73,11 +75,7 @@ def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--format", choices=FORMATS, default="bundle",
                      help="bundle (a Sigstore bundle referrer, cosign v3's default) or legacy (the .sig/.att tag)")
     sub.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    sub.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
-                     help="allow plain http for this registry (loopback registries need no flag); repeatable")
-    sub.add_argument("--ca-file", metavar="PEM", help="extra CA certificates to trust for registry TLS")
-    sub.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                     help="the whole operation ends within this many seconds (default 60)")
+    registry_options(sub)
 
 
 def _progress(line: str) -> None:
@@ -87,9 +85,7 @@ def _progress(line: str) -> None:
 def _client(args: argparse.Namespace) -> RegistryClient:
     from imagegate._registry import RegistryClient
 
-    options: dict[str, Any] = {"insecure_registries": args.insecure_registry, "ca_file": args.ca_file}
-    if args.timeout is not None:
-        options["deadline"] = args.timeout
+    options = client_options(args)
     return RegistryClient(**options)
 
 

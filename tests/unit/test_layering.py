@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "_push": {"_errors", "_reference", "_transport"},
     "_cosign_write": {"_cosign", "_cosign_keys", "_documents", "_errors", "_json", "_push", "_reference", "_registry"},
     "_predicate_files": {"_errors", "_json", "_predicates", "_vulns"},
-    "_sign_cli": {"_cosign_keys", "_cosign_write", "_errors", "_predicate_files", "_reference", "_registry"},
+    "_sign_cli": {"_cosign_cli", "_cosign_keys", "_cosign_write", "_errors", "_predicate_files", "_reference", "_registry"},
     "_user": set(),
     "_json": set(),
     "_secrets": set(),
