@@ -122,6 +122,44 @@ def test_cosign_v2_verifies_imagegate_legacy_signature(stack: Stack, cosign2: Pa
     assert not _cosign_ok(cosign2, keys["other"], "verify", f"{repo}@{digest}")
 
 
+def test_imagegate_verifies_what_cosign_v2_writes_by_default(stack: Stack, cosign2: Path, keys: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    """cosign v2.6.5's defaults (the legacy .sig and .att tags), offline: imagegate verifies the signature and the
+    vulnerability attestation, and refuses them with a key that did not sign."""
+    repo, digest = _push(stack)
+    ref = f"{repo}@{digest}"
+    _cosign(cosign2, keys["cosign"].parent, "sign", "--key", f"{keys['cosign']}.key", "--tlog-upload=false",
+            "--yes", ref)
+    stamp = "2026-11-30T00:00:00Z"
+    predicate = tmp_path / "vuln.json"
+    predicate.write_text(json.dumps({
+        "scanner": {"uri": "pkg:github/aquasecurity/trivy@0.74.0", "version": "0.74.0",
+                    "result": {"SchemaVersion": 2, "ArtifactName": ref, "ArtifactType": "container_image",
+                               "Results": []}},
+        "metadata": {"scanStartedOn": stamp, "scanFinishedOn": stamp}}))
+    _cosign(cosign2, keys["cosign"].parent, "attest", "--key", f"{keys['cosign']}.key", "--tlog-upload=false",
+            "--yes", "--type", "vuln", "--predicate", str(predicate), ref)
+    tags = _tags(stack, repo)
+    assert f"{digest.replace(':', '-')}.sig" in tags and f"{digest.replace(':', '-')}.att" in tags, tags
+    proc = run_cli("verify", ref, "--key", f"{keys['cosign']}.pub", "--json")
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 0 and [c["format"] for c in out["signatures"]] == ["legacy"], proc.stdout
+    proc = run_cli("verify-attestation", ref, "--key", f"{keys['cosign']}.pub", "--type", "vuln", "--json")
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 0 and [s["format"] for s in out["statements"]] == ["legacy"], proc.stdout
+    for command in (("verify",), ("verify-attestation", "--type", "vuln")):
+        proc = run_cli(command[0], ref, "--key", f"{keys['other']}.pub", *command[1:])
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+
+
+def _tags(stack: Stack, repo: str) -> list[str]:
+    import urllib.request
+
+    name = repo.split("/", 1)[1]
+    with urllib.request.urlopen(f"{stack.registry_url}/v2/{name}/tags/list", timeout=10) as reply:
+        return json.loads(reply.read())["tags"]
+
+
 def test_imagegate_signature_appends_to_cosigns(stack: Stack, cosign3: Path, keys: dict[str, Path]) -> None:
     repo, digest = _push(stack)
     ref = f"{repo}@{digest}"
