@@ -22,6 +22,7 @@ PYTHONPATH=scripts $py -m localstack.browser   # chromium + chromedriver for the
 PYTHONPATH=scripts $py -m localstack.cosign_tools   # cosign v3.1.3 from the Go module proxy (once, ~5 min)
 PYTHONPATH=scripts $py -m localstack.cosign_tools cosign-v2   # cosign v2.6.5, the legacy .sig default (once, ~5 min)
 PYTHONPATH=scripts $py -m localstack.trivy_tools   # Trivy v0.74.0 (once, ~7-10 min on 2 cores) + its fixture DB (<1 s)
+export IMAGEGATE_K8S_SPARK=1   # k8s.py up --spark: kube-proxy, CoreDNS, spark-operator (+ the Spark image for its tests); ~6 min cold once, cached after
 $py scripts/k8s.py up
 # shellcheck disable=SC1091
 source "${IMAGEGATE_STACK_DIR:-/tmp/imagegate-stack}/stack.env"

@@ -45,6 +45,39 @@ class Api:
         return body if status == 200 else None
 
 
+# kind -> (API path prefix, plural, namespaced): what `up` applies (see apply_objects).
+KINDS = {
+    "Namespace": ("/api/v1", "namespaces", False),
+    "Service": ("/api/v1", "services", True),
+    "Endpoints": ("/api/v1", "endpoints", True),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
+    "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
+    "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+}
+FIELD_MANAGER = "imagegate-k8s"
+
+
+def object_path(obj: dict) -> str:
+    """The API path of one object of a kind in KINDS."""
+    prefix, plural, namespaced = KINDS[obj["kind"]]
+    md = obj["metadata"]
+    ns = f"/namespaces/{md['namespace']}" if namespaced else ""
+    return f"{prefix}{ns}/{plural}/{md['name']}"
+
+
+def apply_objects(api: Api, objects: list[dict]) -> None:
+    """Server-side apply each object (JSON is YAML, so the body needs no YAML library), forcing our field manager."""
+    for obj in objects:
+        path = object_path(obj) + f"?fieldManager={FIELD_MANAGER}&force=true"
+        status, body = api.request("PATCH", path, obj, content_type="application/apply-patch+yaml")
+        if status not in (200, 201):
+            raise K8sError(f"cannot apply {obj['kind']} {obj['metadata'].get('namespace', '')}/"
+                           f"{obj['metadata']['name']}: HTTP {status}: {body}")
+
+
 def node_is_ready(node: dict | None) -> bool:
     """True when a Node object has the condition Ready=True."""
     conds = ((node or {}).get("status") or {}).get("conditions") or []

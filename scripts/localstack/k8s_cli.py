@@ -19,7 +19,7 @@ image can be pulled here, so this script:
 
 Usage::
 
-    python3 scripts/k8s.py up [--namespace NAME] [--registry HOST:PORT ...]
+    python3 scripts/k8s.py up [--namespace NAME] [--registry HOST:PORT ...] [--spark]
     python3 scripts/k8s.py status
     python3 scripts/k8s.py env            # `export KEY=VALUE` lines; eval "$(python3 scripts/k8s.py env)"
     python3 scripts/k8s.py down
@@ -30,6 +30,11 @@ readable), ``k8s.env``, ``admin.kubeconfig`` (mode 0600), certificates, configs 
 only what ``up`` started (each PID checked against /proc/PID/cmdline and its start time), kills the containerd
 shims of its own containerd, unmounts everything under the state dir, removes the pod network namespaces,
 the bridge and the cgroups it made, and restores the kernel settings the kubelet changed.
+
+``up --spark`` (or ``IMAGEGATE_K8S_SPARK=1``) adds the cluster services, kube-proxy (iptables) and CoreDNS, so
+that Service IPs route and ``*.svc.cluster.local`` resolves from pods, and the kubeflow spark-operator controller
+(``localstack/k8s_services.py``, ``localstack/k8s_spark.py``); their parts are built once by
+``localstack/spark_parts.py`` (~5-8 min cold) and only then.
 
 Kubernetes version: v1.28.15 - see docs/kubernetes-cluster.md for why (containerd 1.6.20, cgroup v1).
 """
@@ -57,6 +62,8 @@ from .k8s_cluster import (
 )
 from .k8s_host import ensure_packages
 from .k8s_pause import ensure_pause_image
+from .k8s_services import SERVICE_COMPONENTS, ensure_service_packages
+from .k8s_spark import ensure_spark_parts, start_operator
 from .k8s_state import (
     DEFAULT_STATE_DIR,
     ENV_FILE,
@@ -85,6 +92,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     pause = ensure_pause_image()
     say(f"binaries in {info['bin_dir']} ({'built in %.0f s' % info['seconds'] if info['built'] else 'cached'}); "
         f"sandbox image {pause}")
+    if args.spark:
+        ensure_service_packages()
+        parts = ensure_spark_parts()
+        say(f"Spark parts ready in {parts['seconds']} s: kube-proxy, CoreDNS, spark-operator, Spark home")
     return 0
 
 
@@ -100,7 +111,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         with contextlib.suppress(FileNotFoundError, ValueError):
             old = load_state(sdir)
         registries = discover_registries(args.registry or [])
-        if old and _reuse(sdir, old, registries, args.namespace, t0):
+        if old and _reuse(sdir, old, registries, args, t0):
             return 0
         state = _start_new(sdir, args, registries, t0)
     say(f"cluster is up in {elapsed(t0)} (start-up {state['timings']['start_s']} s); state {sdir / STATE_FILE}")
@@ -108,17 +119,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reuse(sdir: Path, old: dict, registries: list[dict], namespace: str, t0: float) -> bool:
-    """Reuse a healthy cluster of the same namespace (refreshing its registries); else tear the old one down."""
+def _reuse(sdir: Path, old: dict, registries: list[dict], args: argparse.Namespace, t0: float) -> bool:
+    """Reuse a healthy cluster of the same namespace that runs at least what is asked (one with the cluster services
+    serves a plain `up` too), refreshing its registries; else tear the old one down."""
     healthy, why = cluster_healthy(old)
-    if healthy and old.get("namespace") == namespace:
+    same = old.get("namespace") == args.namespace and (bool(old.get("spark")) or not args.spark)
+    if healthy and same:
         old["registries"] = registries
         write_registry_hosts(sdir, registries)
         save_state(sdir, old)
         say(f"cluster already running (reused; {elapsed(t0)}); state {sdir / STATE_FILE}")
         print_env(old)
         return True
-    say(f"previous cluster is not usable ({why if not healthy else 'other namespace'}): cleaning it up")
+    say(f"previous cluster is not usable ({why if not healthy else 'other namespace, or no --spark'}): "
+        "cleaning it up")
     teardown(sdir, old)
     return False
 
@@ -127,6 +141,10 @@ def _start_new(sdir: Path, args: argparse.Namespace, registries: list[dict], t0:
     ensure_packages()
     binaries = ensure_binaries()
     pause = ensure_pause_image()
+    parts: dict = {}
+    if args.spark:  # only then: the parts cost minutes and ~2 GB once
+        ensure_service_packages()
+        parts = ensure_spark_parts()
     t_start = time.monotonic()
     state: dict = {
         "version": STATE_VERSION,
@@ -136,12 +154,15 @@ def _start_new(sdir: Path, args: argparse.Namespace, registries: list[dict], t0:
         "binaries": binaries,
         "pause_archive": str(pause),
         "registries": registries,
+        "spark": bool(args.spark),
+        "parts": parts,
         "procs": {},
         "created": now_iso(),
     }
     save_state(sdir, state)
     _start_or_clean_up(sdir, state, args)
-    state["timings"] = {"build_s": binaries["seconds"], "start_s": round(time.monotonic() - t_start, 1),
+    state["timings"] = {"build_s": binaries["seconds"], "parts_s": parts.get("seconds", 0.0),
+                        "start_s": round(time.monotonic() - t_start, 1),
                         "up_s": round(time.monotonic() - t0, 1)}
     save_state(sdir, state)
     return state
@@ -152,6 +173,8 @@ def _start_or_clean_up(sdir: Path, state: dict, args: argparse.Namespace) -> Non
         start_cluster(sdir, state, args.namespace, args.timeout)
         api = Api(state["ports"]["apiserver"], sdir / "pki")
         ensure_namespace(api, args.namespace, args.timeout, state["procs"])
+        if args.spark:
+            start_operator(sdir, state, api, args.namespace, args.timeout)
     except BaseException:
         save_state(sdir, state)
         if not args.keep_on_failure:
@@ -177,13 +200,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"cluster is not up (no {sdir / STATE_FILE})")
         return 1
-    for name in COMPONENTS:
+    extra = (*SERVICE_COMPONENTS, "spark_operator") if state.get("spark") else ()
+    for name in (*COMPONENTS, *extra):
         rec = (state.get("procs") or {}).get(name)
         alive = proc_matches(rec)
         pid, log = (rec or {}).get("pid"), (rec or {}).get("log")
         print(f"{name:20} {'running' if alive else 'DOWN':8} pid {pid}  log {log}")
     ok, why = cluster_healthy(state)
-    print(f"{'cluster':20} {why}  server {state.get('server')}  namespace {state.get('namespace')}")
+    print(f"{'cluster':20} {why}  server {state.get('server')}  namespace {state.get('namespace')}"
+          f"{'  services+spark' if state.get('spark') else ''}")
     return 0 if ok else 1
 
 
@@ -221,19 +246,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", help=state_help)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", default=argparse.SUPPRESS, help=state_help)
+    spark = argparse.ArgumentParser(add_help=False)
+    spark.add_argument("--spark", action=argparse.BooleanOptionalAction, default=_env_flag("IMAGEGATE_K8S_SPARK"),
+                       help="also run kube-proxy, CoreDNS and the spark-operator controller, building their parts "
+                            "once (default: on when $IMAGEGATE_K8S_SPARK=1)")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", parents=[common], help="build once, then start (or reuse) the cluster")
+    up = sub.add_parser("up", parents=[common, spark], help="build once, then start (or reuse) the cluster")
     up.add_argument("--namespace", default=os.environ.get("IMAGEGATE_K8S_NAMESPACE") or DEFAULT_NAMESPACE,
                     help=f"test namespace enforcing the restricted Pod Security Standard (default {DEFAULT_NAMESPACE})")
     up.add_argument("--registry", action="append", metavar="HOST:PORT",
                     help="extra plain-http registry to pull from (the local stack's registries are added anyway)")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for each component")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a failed start-up running to inspect it")
-    sub.add_parser("build", parents=[common], help="only build and cache the binaries and the sandbox image")
+    sub.add_parser("build", parents=[common, spark],
+                   help="only build and cache the binaries and the sandbox image (with --spark: the Spark parts)")
     sub.add_parser("status", parents=[common], help="show what runs; exit 1 when something is down")
     sub.add_parser("env", parents=[common], help="print `export KEY=VALUE` lines for the running cluster")
     sub.add_parser("down", parents=[common], help="stop what `up` started and remove its state (keeps the cache)")
     return parser
+
+
+def _env_flag(name: str) -> bool:
+    """An on/off environment variable: 1, true or yes (any case) is on; anything else, or unset, is off."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 COMMANDS = {"up": cmd_up, "build": cmd_build, "status": cmd_status, "env": cmd_env, "down": cmd_down}

@@ -15,6 +15,7 @@ from .host import K8sError, elapsed, free_port, say, which, write_file
 from .k8s_api import Api, node_is_ready, wait
 from .k8s_config import (
     BRIDGE,
+    DNS_SERVICE_IP,
     CNI_CONFLIST,
     NODE_NAME,
     apiserver_argv,
@@ -32,6 +33,8 @@ from .k8s_config import (
 from .k8s_host import ctr, lacks_sys_resource, prepare_cgroups, read_sysctls, runc_binary
 from .k8s_pause import PAUSE_IMAGE
 from .k8s_pki import make_pki, write_kubeconfig
+from .k8s_services import SERVICE_PORTS, services_healthy, start_services
+from .k8s_spark import operator_healthy
 from .k8s_state import save_state
 from .procs import proc_matches, spawn
 from .state import load_state as load_stack_state
@@ -108,6 +111,8 @@ def start_cluster(sdir: Path, state: dict, namespace: str, timeout: float) -> No
     wait("the API server /readyz", lambda: api.ok("/readyz") is not None, timeout, {"apiserver": procs["apiserver"]})
     say(f"apiserver: ready at {state['server']} ({elapsed(t0)} after etcd start)")
     _start_controllers(sdir, state, bins, pki, logs)
+    if state.get("spark"):  # before the kubelet: its pods get the cluster DNS, the bridge its address
+        start_services(sdir, state, api, timeout)
     _import_sandbox_image(sdir, state)
     _start_kubelet(sdir, state, bins, logs)
     wait(f"node {NODE_NAME} Ready", lambda: node_is_ready(api.ok(f"/api/v1/nodes/{NODE_NAME}")), timeout, procs)
@@ -120,7 +125,8 @@ def _prepare(sdir: Path, state: dict, pki: Path, logs: Path, namespace: str) -> 
     logs.mkdir(parents=True, exist_ok=True)
     for d in ("etcd", "kubelet", "cni/net.d", "cni/ipam", "containerd"):
         (sdir / d).mkdir(parents=True, exist_ok=True)
-    ports = {k: free_port() for k in PORTS}
+    names = (*PORTS, *SERVICE_PORTS, "spark_operator_health") if state.get("spark") else PORTS
+    ports = {k: free_port() for k in names}
     state["ports"] = ports
     make_pki(pki)
     server = f"https://127.0.0.1:{ports['apiserver']}"
@@ -137,7 +143,7 @@ def _prepare(sdir: Path, state: dict, pki: Path, logs: Path, namespace: str) -> 
 def _start_containerd(sdir: Path, state: dict, logs: Path) -> None:
     config = containerd_config(sdir, restrict_oom_score_adj=lacks_sys_resource(), runc=runc_binary())
     write_file(sdir / "containerd" / "config.toml", config)
-    write_file(sdir / "cni" / "net.d" / CNI_CONFLIST, cni_config(sdir) + "\n")
+    write_file(sdir / "cni" / "net.d" / CNI_CONFLIST, cni_config(sdir, services=bool(state.get("spark"))) + "\n")
     write_registry_hosts(sdir, state["registries"])
     cmd = containerd_argv(which("containerd") or "containerd", sdir)
     state["procs"]["containerd"] = _start("containerd", cmd, logs)
@@ -176,7 +182,8 @@ def _import_sandbox_image(sdir: Path, state: dict) -> None:
 def _start_kubelet(sdir: Path, state: dict, bins: Path, logs: Path) -> None:
     state["cgroups"] = prepare_cgroups()
     ports = state["ports"]
-    write_file(sdir / "kubelet" / "config.yaml", kubelet_config(sdir, ports["kubelet"], ports["kubelet_healthz"]))
+    dns = DNS_SERVICE_IP if state.get("spark") else None
+    write_file(sdir / "kubelet" / "config.yaml", kubelet_config(sdir, ports["kubelet"], ports["kubelet_healthz"], dns))
     state["procs"]["kubelet"] = _start("kubelet", kubelet_argv(bins, sdir), logs)
     save_state(sdir, state)
 
@@ -215,4 +222,9 @@ def cluster_healthy(state: dict) -> tuple[bool, str]:
         return False, "the API server is not ready"
     if not node_is_ready(api.ok(f"/api/v1/nodes/{NODE_NAME}") or {}):
         return False, f"node {NODE_NAME} is not Ready"
+    if state.get("spark"):
+        for check in (services_healthy, operator_healthy):
+            ok, why = check(state)
+            if not ok:
+                return False, why
     return True, "running"

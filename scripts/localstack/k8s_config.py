@@ -10,8 +10,14 @@ from .k8s_pause import PAUSE_IMAGE
 
 NODE_NAME = "127.0.0.1"  # kubelet --hostname-override: an IP name keeps the node address on loopback
 POD_CIDR = "10.213.0.0/24"  # host-local pool on the node's own bridge; no route leaves the bridge
-SERVICE_CIDR = "10.214.0.0/24"  # virtual only: no kube-proxy, nothing routes it
+SERVICE_CIDR = "10.214.0.0/24"  # virtual; routed by kube-proxy (iptables) only with the cluster services (--spark)
 BRIDGE = "igk8s0"
+# With the cluster services: the node's address on the bridge (the pods' gateway to the service CIDR, and the only
+# host address they can reach: CoreDNS and the API server relay listen there), and the kube-dns Service's IP.
+BRIDGE_IP = POD_CIDR.split("/")[0].rsplit(".", 1)[0] + ".1"
+DNS_SERVICE_IP = SERVICE_CIDR.split("/")[0].rsplit(".", 1)[0] + ".10"
+CLUSTER_DOMAIN = "cluster.local"
+FORWARD_COMMENT = "imagegate-k8s: pod to pod on the cluster bridge"
 CGROUP_ROOT = "imagegate-k8s"  # kubelet --cgroup-root; pods live under /imagegate-k8s/kubepods
 CNI_BIN_DIR = "/usr/lib/cni"
 CNI_CONFLIST = "10-imagegate.conflist"
@@ -86,7 +92,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 """
 
 
-def cni_config(sdir: Path) -> str:
+def cni_config(sdir: Path, services: bool = False) -> str:
+    """The bridge network. Without the cluster services, no gateway and no masquerade: pods get an address on a
+    bridge local to this machine and no route anywhere else (images are pulled by containerd on the host, logs and
+    exec go through the kubelet). With them (*services*), the bridge carries BRIDGE_IP and pods get one more route,
+    to the service CIDR through it (so kube-proxy's rules on the host see their Service traffic); still no default
+    route and no masquerade: nothing leaves the machine."""
+    ipam: dict = {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]], "dataDir": f"{sdir}/cni/ipam"}
+    if services:
+        ipam["ranges"] = [[{"subnet": POD_CIDR, "gateway": BRIDGE_IP}]]
+        ipam["routes"] = [{"dst": SERVICE_CIDR, "gw": BRIDGE_IP}]
     return json.dumps(
         {
             "cniVersion": "0.4.0",
@@ -95,15 +110,11 @@ def cni_config(sdir: Path) -> str:
                 {
                     "type": "bridge",
                     "bridge": BRIDGE,
-                    # No gateway and no masquerade: pods get an address on a bridge local to this machine
-                    # and no route anywhere else. The cluster's pods need no network: images are pulled by
-                    # containerd on the host, and logs/exec go through the kubelet.
-                    "isGateway": False,
+                    "isGateway": services,
                     "isDefaultGateway": False,
                     "ipMasq": False,
-                    "hairpinMode": False,
-                    "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]],
-                             "dataDir": f"{sdir}/cni/ipam"},
+                    "hairpinMode": services,  # a pod reaching itself through a Service IP
+                    "ipam": ipam,
                 }
             ],
         },
@@ -111,7 +122,8 @@ def cni_config(sdir: Path) -> str:
     )
 
 
-def kubelet_config(sdir: Path, port: int, healthz: int) -> str:
+def kubelet_config(sdir: Path, port: int, healthz: int, cluster_dns: str | None = None) -> str:
+    """The kubelet's configuration; *cluster_dns* (the kube-dns Service IP) gives pods the cluster DNS."""
     pki = sdir / "pki"
     return json.dumps(
         {
@@ -130,7 +142,8 @@ def kubelet_config(sdir: Path, port: int, healthz: int) -> str:
             "cgroupDriver": "cgroupfs",
             "cgroupRoot": "/" + CGROUP_ROOT,
             "containerRuntimeEndpoint": f"unix://{sdir}/containerd/containerd.sock",
-            "clusterDomain": "cluster.local",
+            "clusterDomain": CLUSTER_DOMAIN,
+            **({"clusterDNS": [cluster_dns]} if cluster_dns else {}),
             "failSwapOn": False,
             "makeIPTablesUtilChains": False,
             "serializeImagePulls": False,
@@ -259,4 +272,121 @@ def kubelet_argv(bins: Path, sdir: Path) -> list[str]:
         f"--root-dir={sdir}/kubelet/root", f"--cert-dir={sdir}/kubelet/pki",
         f"--hostname-override={NODE_NAME}", f"--pod-infra-container-image={PAUSE_IMAGE}",
         "--v=1",
+    ]
+
+
+# ------------------------------------------------------------------ cluster services: kube-proxy, CoreDNS
+
+
+def kube_proxy_config(sdir: Path, healthz: int, metrics: int) -> str:
+    """KubeProxyConfiguration: iptables mode for SERVICE_CIDR traffic, NodePorts only on BRIDGE_IP, and no kernel
+    setting touched (no conntrack sizing or timeouts, no ``route_localnet`` for localhost NodePorts)."""
+    return json.dumps({
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": f"{sdir}/kube-proxy.kubeconfig"},
+        "hostnameOverride": NODE_NAME,
+        "bindAddress": "127.0.0.1",
+        "healthzBindAddress": f"127.0.0.1:{healthz}",
+        "metricsBindAddress": f"127.0.0.1:{metrics}",
+        "mode": "iptables",
+        "clusterCIDR": POD_CIDR,
+        "nodePortAddresses": [f"{BRIDGE_IP}/32"],
+        "iptables": {"localhostNodePorts": False, "masqueradeAll": False, "syncPeriod": "30s",
+                     "minSyncPeriod": "0s"},
+        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+    }, indent=2) + "\n"
+
+
+def kube_proxy_argv(binary: str, sdir: Path) -> list[str]:
+    return [binary, f"--config={sdir}/kube-proxy.yaml", "--v=1"]
+
+
+def corefile(kubeconfig: Path, ready_port: int, health_port: int) -> str:
+    """CoreDNS on BRIDGE_IP:53: ``cluster.local`` (and reverse lookups) from the API server; every other name is
+    NXDOMAIN at once (nothing is forwarded: pods have no route out, and the gate's tests must not depend on it)."""
+    return f"""# written by imagegate scripts/k8s.py: the test cluster's DNS
+{CLUSTER_DOMAIN}:53 in-addr.arpa:53 {{
+    bind {BRIDGE_IP}
+    errors
+    ready 127.0.0.1:{ready_port}
+    health 127.0.0.1:{health_port}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa {{
+        kubeconfig {kubeconfig} {CONTEXT}
+        pods insecure
+        ttl 5
+    }}
+}}
+.:53 {{
+    bind {BRIDGE_IP}
+    template ANY ANY . {{
+        rcode NXDOMAIN
+    }}
+}}
+"""
+
+
+def coredns_argv(binary: str, sdir: Path) -> list[str]:
+    return [binary, "-conf", f"{sdir}/Corefile"]
+
+
+def apiserver_relay_argv(socat: str, apiserver_port: int) -> list[str]:
+    """socat relaying BRIDGE_IP:PORT to the API server on 127.0.0.1:PORT (TLS passes through untouched): the
+    `kubernetes` Service's endpoint, since an Endpoints address may not be loopback and the API server stays there."""
+    return [socat, f"TCP-LISTEN:{apiserver_port},bind={BRIDGE_IP},fork,reuseaddr",
+            f"TCP:127.0.0.1:{apiserver_port}"]
+
+
+def service_endpoints(name: str, namespace: str, ip: str, ports: list[dict]) -> list[dict]:
+    """The Endpoints (never mirrored) and the EndpointSlice of a selectorless Service, both pointing at *ip*."""
+    return [
+        {"apiVersion": "v1", "kind": "Endpoints",
+         "metadata": {"name": name, "namespace": namespace,
+                      "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+         "subsets": [{"addresses": [{"ip": ip}],
+                      "ports": [{"name": p["name"], "port": p["port"], "protocol": p["protocol"]} for p in ports]}]},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": name, "namespace": namespace,
+                      "labels": {"kubernetes.io/service-name": name,
+                                 "endpointslice.kubernetes.io/managed-by": "imagegate.local-k8s.py"}},
+         "addressType": "IPv4",
+         "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+         "ports": [{"name": p["name"], "port": p["port"], "protocol": p["protocol"]} for p in ports]},
+    ]
+
+
+def kube_dns_service() -> dict:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"clusterIP": DNS_SERVICE_IP,
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}
+
+
+COREDNS_RULES = [
+    {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+]
+
+
+def cluster_role(name: str, rules: list[dict], user: str) -> list[dict]:
+    """A ClusterRole and its ClusterRoleBinding to *user* (a client certificate's CN)."""
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+         "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]},
+    ]
+
+
+def namespaced_role(name: str, namespace: str, rules: list[dict], subject: dict) -> list[dict]:
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": name, "namespace": namespace}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": name, "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [subject]},
     ]

@@ -11,7 +11,11 @@ from pathlib import Path
 from .host import K8sError, apt_install, is_debian, is_root, run, which
 from .k8s_config import CGROUP_ROOT, CNI_BIN_DIR, containerd_socket
 
-KERNEL_TUNABLES = ("vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops")
+# The kubelet's, then those kube-proxy could change (it is configured not to; recorded and restored anyway).
+KERNEL_TUNABLES = ("vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops",
+                   "net.ipv4.conf.all.route_localnet", "net.netfilter.nf_conntrack_max",
+                   "net.netfilter.nf_conntrack_tcp_timeout_established",
+                   "net.netfilter.nf_conntrack_tcp_timeout_close_wait")
 APT_PACKAGES = {
     "etcd": "etcd-server",
     "containerd": "containerd",

@@ -24,7 +24,15 @@ CERTS = {
     "controller-manager": ("/CN=system:kube-controller-manager", "clientAuth", None),
     "scheduler": ("/CN=system:kube-scheduler", "clientAuth", None),
     "kubelet": (f"/O=system:nodes/CN=system:node:{NODE_NAME}", "clientAuth", None),
+    # The cluster services (k8s.py up --spark): kube-proxy is bound to system:node-proxier by default; CoreDNS and
+    # the spark-operator controller get roles of their own (localstack.k8s_services, localstack.k8s_spark).
+    "kube-proxy": ("/CN=system:kube-proxy", "clientAuth", None),
+    "coredns": ("/CN=imagegate:coredns", "clientAuth", None),
+    "spark-operator": ("/CN=imagegate:spark-operator", "clientAuth", None),
 }
+# Client keys also written in SEC1 form (`BEGIN EC PRIVATE KEY`), for spark-submit: its fabric8 Kubernetes client
+# cannot read the PKCS#8 keys `openssl genpkey` writes ("Invalid DER: object is not integer").
+SEC1_KEYS = ("spark-operator",)
 
 
 def cert_extensions(usage: str, sans: str | None = None) -> str:
@@ -78,6 +86,10 @@ def make_pki(pki: Path) -> None:
     ca_key = _ca(pki)
     for name, (subj, usage, sans) in CERTS.items():
         _cert(pki, ca_key, name, subj, usage, sans)
+    for name in SEC1_KEYS:
+        sec1 = pki / f"{name}.sec1.key"
+        _openssl("ec", "-in", str(pki / f"{name}.key"), "-out", str(sec1), what=f"openssl ec {name} (SEC1)")
+        os.chmod(sec1, 0o600)
     sa = _key(pki, "sa")
     _openssl("pkey", "-in", str(sa), "-pubout", "-out", str(pki / "sa.pub"), what="openssl sa.pub")
     (pki / "done").write_text("ok\n")
@@ -87,8 +99,9 @@ def _b64file(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def write_kubeconfig(path: Path, server: str, pki: Path, user: str, namespace: str = "default") -> None:
-    """A kubeconfig (mode 0600) for *user*, whose certificate and key are ``pki/USER.crt`` and ``.key``."""
+def write_kubeconfig(path: Path, server: str, pki: Path, user: str, namespace: str = "default",
+                     key: Path | None = None) -> None:
+    """A kubeconfig (mode 0600) for *user*, whose certificate and key are ``pki/USER.crt`` and ``.key`` (or *key*)."""
     text = kubeconfig(server, user, _b64file(pki / "ca.crt"), _b64file(pki / f"{user}.crt"),
-                      _b64file(pki / f"{user}.key"), namespace)
+                      _b64file(key or pki / f"{user}.key"), namespace)
     write_file(path, text, 0o600)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .k8s_binaries import K8S_VERSION
-from .k8s_config import CONTEXT, NODE_NAME, POD_CIDR, SERVICE_CIDR
+from .k8s_config import CONTEXT, DNS_SERVICE_IP, NODE_NAME, POD_CIDR, SERVICE_CIDR
 from .state import lock, read_state, resolve_state_dir, write_state
 
 DEFAULT_STATE_DIR = "/tmp/imagegate-k8s"
@@ -49,6 +49,10 @@ def k8s_env(state: dict) -> dict[str, str]:
         "IMAGEGATE_K8S_CONTAINERD_ADDRESS": str(sdir / "containerd" / "containerd.sock"),
         "IMAGEGATE_K8S_POD_CIDR": POD_CIDR,
         "IMAGEGATE_K8S_SERVICE_CIDR": SERVICE_CIDR,
+        # `up --spark`: kube-proxy, CoreDNS and the spark-operator run; drivers use the service account "spark".
+        "IMAGEGATE_K8S_SPARK": "1" if state.get("spark") else "",
+        "IMAGEGATE_K8S_DNS": DNS_SERVICE_IP if state.get("spark") else "",
+        "IMAGEGATE_K8S_SPARK_SERVICE_ACCOUNT": "spark" if state.get("spark") else "",
     }
 
 

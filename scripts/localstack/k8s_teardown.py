@@ -18,6 +18,8 @@ from .host import run, say
 from .k8s_api import Api
 from .k8s_config import BRIDGE, CGROUP_ROOT, containerd_socket
 from .k8s_host import ctr, sysctl_path
+from .k8s_services import cleanup_services, stop_services
+from .k8s_spark import cleanup_spark_tmp, stop_operator
 from .k8s_state import ENV_FILE, STATE_FILE
 from .procs import proc_cmdline, proc_matches, stop_process
 
@@ -165,7 +167,11 @@ def _kill_tasks(sdir: Path) -> None:
 
 def teardown(sdir: Path, state: dict) -> None:
     """Stop everything `up` started and remove what it left behind (safe to run on a half-started cluster)."""
+    stop_operator(state)  # first: nothing submits again while the pods go
     netns = _stop_components(sdir, state)
+    stop_services(state)
+    cleanup_services(state)
+    cleanup_spark_tmp(state)
     _kill_leftovers(sdir, state)
     n = _umount_all([str(sdir), *sorted(netns)])
     if n:

@@ -71,8 +71,10 @@ def proc_matches(rec: dict[str, Any] | None) -> bool:
     return True
 
 
-def spawn(cmd: list[str], stdout_path: Path, stderr_path: Path | None = None) -> tuple[subprocess.Popen, dict]:
-    """Start a detached daemon (own session, survives this script) with output to log files."""
+def spawn(cmd: list[str], stdout_path: Path, stderr_path: Path | None = None,
+          env: dict[str, str] | None = None) -> tuple[subprocess.Popen, dict]:
+    """Start a detached daemon (own session, survives this script) with output to log files (and *env*, else
+    this process's environment)."""
     out = open(stdout_path, "wb")
     err = open(stderr_path, "wb") if stderr_path else subprocess.STDOUT
     try:
@@ -84,6 +86,7 @@ def spawn(cmd: list[str], stdout_path: Path, stderr_path: Path | None = None) ->
             start_new_session=True,
             close_fds=True,
             cwd="/",
+            env=env,
         )
     except OSError as exc:
         raise StackError(f"cannot start {cmd[0]}: {exc}") from None

@@ -2,13 +2,12 @@
 Docker Engine: the word count baked into it gives the counts Python computes from the same text, as the non-root
 numeric user, through ``spark-submit`` directly and through the entrypoint's ``driver`` contract, without network.
 
-Groundwork for Spark on the cluster (issue 17); opt-in for now, because the first build costs minutes and ~1 GB:
+Part of ``make test`` (scripts/test.sh sets ``IMAGEGATE_K8S_SPARK=1``, so the Spark parts are built there anyway):
 
-    CI=true .venv/bin/python -m pytest tests/integration/test_spark_image.py -m spark -q
+    CI=true .venv/bin/python -m pytest tests/integration/test_spark_image.py -q
 
-Without ``-m spark`` (an expression naming the marker) every test here skips, so ``make test`` is unchanged.
-With it, the image is built on first use (a cache hit afterwards); under CI=true a missing Docker Engine or an
-image that cannot be built is a failure.
+The image is built on first use (minutes and ~1 GB once; a cache hit afterwards); under CI=true a missing Docker
+Engine or an image that cannot be built is a failure, elsewhere a skip. ``-m spark`` selects the Spark tests.
 """
 
 from __future__ import annotations
@@ -27,12 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.timeout(18
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = ROOT / "scripts" / "localstack" / "spark" / "words.txt"
 JOB = "/opt/spark/work-dir/wordcount.py"
-
-
-@pytest.fixture(autouse=True)
-def _opt_in(request: pytest.FixtureRequest) -> None:
-    if "spark" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("the Spark image tests are opt-in: run them with -m spark (the first build takes minutes)")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,9 @@ Contract (for these tests and for the operator end-to-end tests that reuse them)
   start it.
 * ``k8s_pods`` creates pods in the test namespace and deletes every one of them after the test, waiting until
   the API no longer has it.
+* ``k8s_services`` (session) needs the cluster services and the spark-operator (``k8s.py up --spark``, or
+  ``IMAGEGATE_K8S_SPARK=1``): kube-proxy, CoreDNS and the controller; ``spark_image`` is imagegate's Spark image
+  (``localstack.spark_parts``) pushed to the stack's registry, as ``REGISTRY/REPO@DIGEST``.
 
 The stack fixtures (``stack``, ``docker_client``, ``build_and_push``, ``unique``) are the ones of
 tests/integration/conftest.py, imported rather than copied.
@@ -95,6 +98,47 @@ def k8s_cluster() -> Iterator[K8sCluster]:
         api_client=api_client,
     )
     api_client.close()
+
+
+@pytest.fixture(scope="session")
+def k8s_services(k8s_cluster: K8sCluster) -> K8sCluster:
+    """The cluster, checked to run kube-proxy, CoreDNS and the spark-operator (``k8s.py up --spark``)."""
+    if k8s_cluster.env.get("IMAGEGATE_K8S_SPARK") != "1":
+        k8s_unavailable("the cluster services and the spark-operator (the cluster runs without --spark); "
+                        "IMAGEGATE_K8S_SPARK=1 python scripts/k8s.py up")
+    state = json.loads((Path(k8s_cluster.env["IMAGEGATE_K8S_DIR"]) / "k8s.json").read_text())
+    from localstack.k8s_cluster import cluster_healthy  # the same check as `k8s.py status`
+
+    healthy, why = cluster_healthy(state)
+    if not healthy:
+        k8s_unavailable(f"the cluster services ({why})")
+    return k8s_cluster
+
+
+@pytest.fixture(scope="session")
+def spark_image(k8s_services: K8sCluster, stack: Any, docker_client: Any) -> str:
+    """imagegate's Spark image (built once by localstack.spark_parts), pushed to the stack's registry; returns
+    REGISTRY/REPO@DIGEST. The tag is the image's build key, so an unchanged image is pushed once."""
+    from localstack import spark_parts
+    from localstack.host import StackError
+
+    _require_pulls_from(k8s_services, stack.registry)
+    try:
+        local = spark_parts.ensure_spark_image(stack.env.get("DOCKER_HOST"))
+    except StackError as exc:
+        k8s_unavailable(f"the Spark image ({exc})")
+        raise AssertionError("unreachable") from exc
+    image = docker_client.images.get(local)
+    name, tag = f"{stack.registry}/imagegate-test/spark", image.labels[spark_parts.IMAGE_KEY_LABEL]
+    image.tag(name, tag)
+    digest = None
+    for line in docker_client.images.push(name, tag=tag, stream=True, decode=True):
+        if "error" in line:
+            raise RuntimeError(line["error"])
+        digest = (line.get("aux") or {}).get("Digest", digest)
+    assert digest, "docker push reported no digest"
+    docker_client.images.remove(f"{name}:{tag}", noprune=True)
+    return f"{name}@{digest}"
 
 
 def restricted_security_context() -> dict[str, Any]:
