@@ -8,6 +8,7 @@ _MODULES = [
     "airflow_plugin.build",
     "airflow_plugin.docker",
     "airflow_plugin.kubernetes",
+    "airflow_plugin.spark",
     "airflow_plugin.task",
 ]
 

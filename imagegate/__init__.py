@@ -58,6 +58,7 @@ if TYPE_CHECKING:
         verify_container,
         verify_pod_images,
     )
+    from imagegate._spark import PinnedSparkConf, SparkPlan, SparkSpecError, pin_spark_conf, plan_spark_application
     from imagegate._hardening import HardeningError, docker_violations, harden_docker, harden_pod, restricted_violations
     from imagegate._owner import Launcher, TaskIdentity, spec_key
     from imagegate._gc import (
@@ -157,6 +158,11 @@ _LAZY = {
     "verify_container": "imagegate._gate",
     "verify_pod_images": "imagegate._gate",
     "HardeningError": "imagegate._hardening",
+    "PinnedSparkConf": "imagegate._spark",
+    "SparkPlan": "imagegate._spark",
+    "SparkSpecError": "imagegate._spark",
+    "pin_spark_conf": "imagegate._spark",
+    "plan_spark_application": "imagegate._spark",
     "docker_violations": "imagegate._hardening",
     "harden_docker": "imagegate._hardening",
     "harden_pod": "imagegate._hardening",
@@ -269,6 +275,7 @@ __all__ = [
     "ManifestUnknown",
     "Mode",
     "Outcome",
+    "PinnedSparkConf",
     "Platform",
     "PlatformNotFound",
     "PodPlan",
@@ -291,6 +298,8 @@ __all__ = [
     "Settled",
     "SignatureWriteError",
     "SourceError",
+    "SparkPlan",
+    "SparkSpecError",
     "Status",
     "TagClass",
     "TagRules",
@@ -328,8 +337,10 @@ __all__ = [
     "parse_digest",
     "parse_duration",
     "parse_reference",
+    "pin_spark_conf",
     "plan_launch",
     "plan_pod",
+    "plan_spark_application",
     "pod_metadata",
     "pod_user",
     "pod_verdicts",

@@ -58,6 +58,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "_gc": {"_errors", "_gate", "_hardening", "_owner", "_policy", "docker"},  # retries' predecessors, imagegate gc
     "_runspec": {"_errors", "_gate", "_hardening", "_policy"},
+    "_spark": {"_errors", "_gate", "_hardening", "_owner", "_policy", "_registry", "yaml"},  # SparkApplication, spark-submit
     "_run": {"_errors", "_gate", "_hardening", "_policy", "_runspec", "docker"},
     "cli": {
         "imagegate", "_api", "_audit_cli", "_cosign_cli", "_sign_cli", "_diskcache", "_errors", "_gate", "_gc", "_policy", "_registry", "_run", "_runspec",

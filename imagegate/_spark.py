@@ -1,0 +1,699 @@
+"""Spark on Kubernetes through the one gate: every driver and executor image pinned, checked, hardened.
+
+Two doors lead Spark onto a cluster, and both get the same answer from :func:`~imagegate.plan_launch`
+(pinned, non-root numeric user, signature, vulnerabilities, registry: the policy's checks) and the same
+restricted profile (:func:`~imagegate.harden_pod`):
+
+- :func:`plan_spark_application`: a kubeflow ``SparkApplication`` (``sparkoperator.k8s.io/v1beta2``, as the
+  spark-operator v2.5 CRD defines it). Every image field the CRD has is found — ``spec.image``,
+  ``spec.{driver,executor}.image``, their ``sidecars[]`` and ``initContainers[]``, the containers of their
+  pod ``template`` — and ``spark.kubernetes.*container.image`` in ``spec.sparkConf``; any other key that
+  names an image is refused (fail closed: a newer CRD field is not silently launched unchecked). The copy
+  it returns names only ``repo@sha256:…``, writes the driver's and executor's effective image explicitly
+  (nothing falls back to a default), and carries the restricted security context twice: in the pod
+  ``template`` (which the operator hands to spark-submit, so it holds without the operator's webhook) and
+  in ``securityContext``/``podSecurityContext`` (which the webhook, when it runs, copies onto the pods).
+- :func:`pin_spark_conf`: a ``spark-submit --master k8s://…`` conf. The three image confs are pinned;
+  the driver and executor pod template files (``spark.kubernetes.{driver,executor}.podTemplateFile``) are
+  read, their images pinned, the restricted context applied, and new files written (Spark merges them
+  into the pods it builds).
+
+What neither door can see — application code that sets an image conf at run time, an ``envFrom`` that
+injects ``-D`` options — is what :meth:`SparkPlan.verify_pod` is for: every driver and executor pod the
+job created, read back from the API server, must run the planned digests (its container statuses'
+``imageID``) under the restricted profile.
+
+Refusals, before anything exists: :class:`~imagegate.CheckFailed` (an image; ``.role`` names its field),
+:class:`~imagegate.HardeningError` (the restricted profile), :class:`SparkSpecError` (a field or conf this
+module does not understand or that would reach around the gate; ``.problems`` names each).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+
+from imagegate._errors import typed_errors
+from imagegate._gate import (
+    ImageSource, LaunchMismatch, LaunchPlan, SourceError, plan_launch, pod_metadata, pod_user,
+    reported_digest,
+)
+from imagegate._hardening import CONTAINER_FIELDS, HardeningError, harden_pod, restricted_violations
+from imagegate._owner import TaskIdentity
+from imagegate._policy import Backend, Policy
+
+if TYPE_CHECKING:
+    from imagegate._registry import RegistryClient
+
+ROLES = ("driver", "executor")
+#: The container Spark runs in each pod (the names the spark-operator passes as podTemplateContainerName).
+SPARK_CONTAINERS = {"driver": "spark-kubernetes-driver", "executor": "spark-kubernetes-executor"}
+IMAGE_CONF = "spark.kubernetes.container.image"
+ROLE_IMAGE_CONF = {role: f"spark.kubernetes.{role}.container.image" for role in ROLES}
+TEMPLATE_FILE_CONF = {role: f"spark.kubernetes.{role}.podTemplateFile" for role in ROLES}
+TEMPLATE_CONTAINER_CONF = {role: f"spark.kubernetes.{role}.podTemplateContainerName" for role in ROLES}
+IMAGE_CONFS = frozenset({IMAGE_CONF, *ROLE_IMAGE_CONF.values()})
+#: Confs whose names contain "image" but name no image.
+_NOT_IMAGES = frozenset({"spark.kubernetes.container.image.pullPolicy", "spark.kubernetes.container.image.pullSecrets"})
+#: A value that smuggles a Spark Kubernetes image, template or pod-rewriting setting (``-Dspark.kubernetes…``).
+_SMUGGLED = re.compile(r"spark\.kubernetes\.[^\s=]*?(image|podtemplate|featuresteps)", re.IGNORECASE)
+_FEATURE_STEPS = re.compile(r"^spark\.kubernetes\.(driver|executor)\.pod\.featuresteps$", re.IGNORECASE)
+_HOST_VOLUMES = re.compile(r"^spark\.kubernetes\.(driver|executor)\.volumes\.(hostpath|nfs)\.", re.IGNORECASE)
+#: SparkApplication maps whose keys are free-form (label, annotation and env names): never image fields.
+_FREE_FORM = frozenset({"labels", "annotations", "serviceAnnotations", "serviceLabels", "nodeSelector", "hadoopConf",
+                        "envVars", "envSecretKeyRefs", "batchSchedulerOptions", "metadata"})
+_IMAGE_KEY_OK = frozenset({"imagePullPolicy", "imagePullSecrets"})
+MAX_TEMPLATE_BYTES = 1 << 20
+
+
+class SparkSpecError(SourceError):
+    """A SparkApplication field or Spark conf the gate refuses (nothing was created). ``.problems`` names each,
+    with its path and the fix; ``.option`` is the first one's path."""
+
+    _fields = ("option", "problems")
+
+    def __init__(self, problems: Iterable[tuple[str, str]]) -> None:
+        items = tuple(problems)
+        self.problems = tuple(f"{where}: {why}" for where, why in items)
+        super().__init__("imagegate refused the Spark job (nothing was created): " + "; ".join(self.problems),
+                         option=items[0][0] if items else None)
+
+
+@dataclass(frozen=True)
+class SparkPlan:
+    """What passed the gate for one Spark job, and how to check what the cluster then ran.
+
+    ``images`` maps each role (``driver``, ``executor``) to ``{container name: LaunchPlan}`` for every
+    container its pods run; ``plans`` maps each image field (``spec.driver.image``,
+    ``spec.executor.sidecars[log]``, ``spark.kubernetes.container.image``…) to its plan, in order.
+    ``application`` is the pinned SparkApplication (:func:`plan_spark_application`; empty for a conf);
+    ``templates`` the pinned, hardened pod template of each role.
+    """
+
+    images: Mapping[str, Mapping[str, LaunchPlan]]
+    plans: Mapping[str, LaunchPlan]
+    templates: Mapping[str, dict[str, Any]]
+    application: dict[str, Any] = field(default_factory=dict)
+    harden: bool = True
+    launch_id: str | None = None
+
+    @property
+    def driver(self) -> LaunchPlan:
+        return self.images["driver"][SPARK_CONTAINERS["driver"]]
+
+    @property
+    def executor(self) -> LaunchPlan:
+        return self.images["executor"][SPARK_CONTAINERS["executor"]]
+
+    def verify_pod(self, pod: Mapping[str, Any]) -> str:
+        """A driver or executor pod as the API server reports it (a camelCase dict): every container runs its
+        planned launch string, every container status that reports an ``imageID`` one of its plan's digests,
+        and (when hardened) the pod passes the restricted profile. Returns the pod's role.
+
+        Raises:
+            LaunchMismatch: a container runs an image that was not planned for it (or the pod is no Spark pod).
+            HardeningError: the pod breaks the restricted profile (``.container`` names the pod).
+        """
+        metadata = pod.get("metadata") or {}
+        name = str(metadata.get("name") or "(a pod)")
+        role = str((metadata.get("labels") or {}).get("spark-role") or "")
+        expected = self.images.get(role)
+        if expected is None:
+            raise LaunchMismatch(("a Spark driver or executor pod",), f"label spark-role={role!r}", f"pod {name!r}")
+        spec = pod.get("spec") or {}
+        for field_name in CONTAINER_FIELDS:
+            for container in spec.get(field_name) or ():
+                plan = expected.get(container.get("name", ""))
+                image = container.get("image") or "(no image)"
+                if plan is None or image != plan.launch:
+                    want = (plan.launch,) if plan else tuple(sorted(p.launch for p in expected.values()))
+                    raise LaunchMismatch(want, image, f"container {container.get('name')!r} of {role} pod {name!r}")
+        status = pod.get("status") or {}
+        for field_name in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+            for entry in status.get(field_name) or ():
+                plan = expected.get(entry.get("name", ""))
+                if entry.get("imageID") and plan is not None:
+                    plan.verify(entry["imageID"], container=f"container {entry.get('name')!r} of {role} pod {name!r}")
+        if self.harden:
+            problems = restricted_violations(pod)
+            if problems:
+                raise HardeningError(problems, runtime="kubernetes", container=name)
+        return role
+
+    def running_digests(self, pod: Mapping[str, Any]) -> dict[str, str]:
+        """``{container: digest}`` the pod's container statuses report (for the record of what ran)."""
+        status = pod.get("status") or {}
+        return {entry.get("name", ""): reported_digest(entry["imageID"])
+                for field_name in ("initContainerStatuses", "containerStatuses")
+                for entry in status.get(field_name) or () if entry.get("imageID")}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "driver": self.driver.launch,
+            "executor": self.executor.launch,
+            "images": {role: {name: str(p.pinned) for name, p in plans.items()} for role, plans in self.images.items()},
+            "reports": {where: p.report.to_dict() for where, p in self.plans.items()},
+        }
+
+
+@dataclass(frozen=True)
+class PinnedSparkConf:
+    """A spark-submit conf with every Kubernetes image conf pinned and the restricted pod templates written.
+
+    ``conf`` is the whole conf to pass (``--conf KEY=VALUE`` each); ``files`` the pod template file of each
+    role (written under a private directory; remove it when the job is done); ``plan`` the images.
+    """
+
+    conf: dict[str, str]
+    files: Mapping[str, Path]
+    plan: SparkPlan
+
+    def args(self) -> list[str]:
+        """``["--conf", "KEY=VALUE", …]`` for a spark-submit command line."""
+        return [arg for key, value in self.conf.items() for arg in ("--conf", f"{key}={value}")]
+
+
+# -- confs ------------------------------------------------------------------------------------------
+
+
+def conf_problems(conf: Mapping[str, Any], *, where: str, template_files: bool) -> list[tuple[str, str]]:
+    """What in a Spark conf would reach around the gate (one rule for both doors).
+
+    Refused: a conf under ``spark.kubernetes.`` that names an image, template or container image it does
+    not know (Spark's keys are case-sensitive: a misspelt one is ambiguous, not harmless); pod feature steps
+    (classes that rewrite the pod after the templates); ``hostPath`` and ``nfs`` volumes (the restricted
+    profile forbids them); a value that embeds such a setting (``-Dspark.kubernetes…image=…`` in java
+    options or an environment variable); and, unless *template_files*, a pod template file (the
+    SparkApplication's own ``template`` fields are what the gate reads).
+    """
+    problems: list[tuple[str, str]] = []
+    for key, value in conf.items():
+        key = str(key)
+        at = f"{where}[{key!r}]"
+        lowered = key.lower()
+        if key in IMAGE_CONFS or key in _NOT_IMAGES or key in TEMPLATE_CONTAINER_CONF.values():
+            pass
+        elif key in TEMPLATE_FILE_CONF.values():
+            if not template_files:
+                problems.append((at, "a pod template file is read by the spark-operator from its own disk, which the "
+                                     "gate cannot see. Fix: put the template under spec.driver.template / "
+                                     "spec.executor.template"))
+        elif _FEATURE_STEPS.match(key):
+            problems.append((at, "pod feature steps rewrite the pods after the gate (any image, any security "
+                                 "context). Fix: remove it; use a pod template"))
+        elif _HOST_VOLUMES.match(key):
+            problems.append((at, "hostPath and nfs volumes are not allowed by the restricted Pod Security Standard. "
+                                 "Fix: use a persistentVolumeClaim or emptyDir volume"))
+        elif lowered.startswith("spark.kubernetes.") and any(w in lowered for w in ("image", "podtemplate")):
+            problems.append((at, "imagegate does not know this image or pod template conf, so it cannot check what "
+                                 f"it names. Fix: use {IMAGE_CONF}, {ROLE_IMAGE_CONF['driver']} or "
+                                 f"{ROLE_IMAGE_CONF['executor']}"))
+        if isinstance(value, str) and _SMUGGLED.search(value):
+            problems.append((at, f"the value sets {_SMUGGLED.search(value).group(0)!r} where the gate cannot read it "
+                                 "(a -D java option?). Fix: give image confs as confs of their own"))
+    return problems
+
+
+def properties_problems(text: str, *, where: str) -> list[tuple[str, str]]:
+    """A Spark properties file (``--properties-file``, ``spark-defaults.conf``) read as text: any mention of a
+    Kubernetes image, pod template or feature-steps setting is refused. Stricter than parsing Java's
+    properties grammar (escapes, continuations, ``:`` separators): nothing it could mean slips past."""
+    found = _SMUGGLED.search(text)
+    if found is None:
+        return []
+    return [(where, f"it sets {found.group(0)!r}, which imagegate does not read from files. Fix: give Kubernetes "
+                    "image and template settings as conf entries, which the gate pins")]
+
+
+# -- the walk ---------------------------------------------------------------------------------------
+
+
+class _Planner:
+    """One gate call per (image, user) within a job; every plan kept under the field that named it."""
+
+    def __init__(self, policy: Policy, client: RegistryClient | None, today: dt.date | None) -> None:
+        self.policy, self.client, self.today = policy, client, today
+        self.plans: dict[str, LaunchPlan] = {}
+        self._cache: dict[tuple[str, str | None], LaunchPlan] = {}
+
+    def plan(self, image: Any, *, where: str, user: str | None = None) -> LaunchPlan:
+        if not isinstance(image, str) or not image.strip():
+            raise SparkSpecError([(where, f"an image must be a reference string, not {image!r}")])
+        key = (image.strip(), user)
+        plan = self._cache.get(key)
+        if plan is None:
+            plan = plan_launch(ImageSource(image=image.strip()), backend=Backend.KUBERNETES, user=user,
+                               policy=self.policy, client=self.client, role=where, today=self.today,
+                               fix=f"pin {where} to a checked image (REPO:TAG of a non-root image, or REPO@sha256:…)")
+            self._cache[key] = plan
+        self.plans.setdefault(where, plan)
+        return plan
+
+
+def _dict(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SparkSpecError([(where, f"must be a mapping, not {type(value).__name__}")])
+    return dict(value)
+
+
+def _list(value: Any, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+        raise SparkSpecError([(where, "must be a list of mappings")])
+    return [dict(item) for item in value]
+
+
+def _image_keys(value: Any, path: str) -> Iterator[str]:
+    """The path of every key that names an image (``image``, ``…Image``), outside free-form maps."""
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            key = str(key)
+            here = f"{path}.{key}"
+            if "image" in key.lower() and key not in _IMAGE_KEY_OK:
+                yield here
+            if key not in _FREE_FORM and key != "sparkConf":  # sparkConf: conf_problems
+                yield from _image_keys(child, here)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _image_keys(child, f"{path}[{index}]")
+
+
+_KNOWN_IMAGE_PATHS = re.compile(
+    r"^spec(\.image"
+    r"|\.(driver|executor)\.image"
+    r"|\.(driver|executor)\.(sidecars|initContainers)\[\d+\]\.image"
+    r"|\.(driver|executor)\.template\.spec\.(containers|initContainers|ephemeralContainers)\[\d+\]\.image)$"
+)
+
+
+def _named(containers: list[dict[str, Any]], where: str) -> None:
+    seen: set[str] = set()
+    for index, container in enumerate(containers):
+        name = container.get("name")
+        if not isinstance(name, str) or not name:
+            raise SparkSpecError([(f"{where}[{index}]", "a container needs a name")])
+        if name in seen:
+            raise SparkSpecError([(f"{where}[{index}]", f"a second container named {name!r}")])
+        seen.add(name)
+
+
+def _plan_role(planner: _Planner, role: str, *, template: Mapping[str, Any], image: str, image_field: str,
+               spark_container: str, where: str, harden: bool, pod_context: Mapping[str, Any] | None = None,
+               container_context: Mapping[str, Any] | None = None,
+               extras: Mapping[str, list[dict[str, Any]]] | None = None,
+               ) -> tuple[dict[str, Any], dict[str, LaunchPlan], dict[str, list[dict[str, Any]]]]:
+    """One role's pods: its pod template (the Spark container added when missing, its image set to the role's
+    effective image, every other container pinned) and the SparkApplication's ``sidecars``/``initContainers``
+    (*extras*), all under the restricted profile, with *pod_context* / *container_context* (the CRD's
+    ``podSecurityContext`` / ``securityContext``, which the operator's webhook lays over the pod) laid over
+    the template's first. Returns (template, {container: plan}, extras pinned)."""
+    tmpl = copy.deepcopy(_dict(template, f"{where}.template"))
+    spec = _dict(tmpl.get("spec"), f"{where}.template.spec")
+    tmpl["spec"] = spec
+    for field_name in CONTAINER_FIELDS:
+        spec[field_name] = _list(spec.get(field_name), f"{where}.template.spec.{field_name}")
+        _named(spec[field_name], f"{where}.template.spec.{field_name}")
+        if not spec[field_name]:
+            del spec[field_name]
+    containers = spec.setdefault("containers", [])
+    main = next((c for c in containers if c.get("name") == spark_container), None)
+    if main is None:
+        main = {"name": spark_container}
+        containers.insert(0, main)
+    if pod_context:
+        spec["securityContext"] = copy.deepcopy(dict(pod_context))
+    if container_context:
+        main["securityContext"] = copy.deepcopy(dict(container_context))
+    effective = planner.plan(image, where=image_field, user=pod_user(tmpl, spark_container))
+    if main.get("image"):  # Spark replaces it with the role's image: it must not say something else
+        named = planner.plan(main["image"], where=f"{where}.template.spec.containers[{spark_container}].image",
+                             user=pod_user(tmpl, spark_container))
+        if named.digest != effective.digest:
+            raise SparkSpecError([(f"{where}.template.spec.containers[{spark_container}].image",
+                                   f"names {main['image']!r}, but the {role} runs {image!r} ({effective.digest} vs "
+                                   f"{named.digest}). Fix: remove the image from the template")])
+    main["image"] = effective.launch
+    if harden:
+        tmpl = harden_pod(tmpl, planner.policy, uid=effective.uid, gid=effective.gid)
+        spec = tmpl["spec"]
+    images: dict[str, LaunchPlan] = {spark_container: effective}
+    for field_name in CONTAINER_FIELDS:
+        for container in spec.get(field_name) or ():
+            name = container["name"]
+            if name == spark_container:
+                continue
+            plan = planner.plan(container.get("image"), where=f"{where}.template.spec.{field_name}[{name}].image",
+                                user=pod_user(tmpl, name))
+            container["image"] = plan.launch
+            container["imagePullPolicy"] = "IfNotPresent"
+            images[name] = plan
+    pinned_extras: dict[str, list[dict[str, Any]]] = {}
+    given = {k: v for k, v in (extras or {}).items() if v}
+    if given:
+        # The webhook puts sidecars in containers and init containers in initContainers of the same pod,
+        # under the pod's context: hardened as one pod with them.
+        pod = {"spec": {"securityContext": spec.get("securityContext") or {},
+                        "containers": copy.deepcopy(given.get("sidecars", [])),
+                        "initContainers": copy.deepcopy(given.get("initContainers", []))}}
+        if harden:
+            pod = harden_pod(pod, planner.policy)
+        for key, field_name in (("sidecars", "containers"), ("initContainers", "initContainers")):
+            if key not in given:
+                continue
+            out = []
+            for container in pod["spec"][field_name]:
+                name = container["name"]
+                if name in images:
+                    raise SparkSpecError([(f"{where}.{key}[{name}]", f"a second container named {name!r} in the "
+                                                                     f"{role} pod (the template has one)")])
+                plan = planner.plan(container.get("image"), where=f"{where}.{key}[{name}].image", user=pod_user(pod, name))
+                container["image"] = plan.launch
+                container["imagePullPolicy"] = "IfNotPresent"
+                images[name] = plan
+                out.append(container)
+            pinned_extras[key] = out
+    return tmpl, images, pinned_extras
+
+
+def _label(tmpl: dict[str, Any], images: Mapping[str, LaunchPlan], role: str, *, orchestrator: str | None,
+           task: str | None, identity: TaskIdentity | None, launch_id: str | None) -> None:
+    labels, annotations = pod_metadata(images[SPARK_CONTAINERS[role]] if SPARK_CONTAINERS[role] in images else None,
+                                       images={n: str(p.pinned) for n, p in images.items()}, orchestrator=orchestrator,
+                                       task=task, identity=identity, launch_id=launch_id)
+    metadata = _dict(tmpl.get("metadata"), f"{role}.template.metadata")
+    metadata["labels"] = {**_dict(metadata.get("labels"), "labels"), **labels}
+    metadata["annotations"] = {**_dict(metadata.get("annotations"), "annotations"), **annotations}
+    tmpl["metadata"] = metadata
+
+
+# -- SparkApplication -------------------------------------------------------------------------------
+
+
+@typed_errors
+def plan_spark_application(
+    application: Mapping[str, Any],
+    *,
+    policy: Policy | None = None,
+    harden: bool = True,
+    client: RegistryClient | None = None,
+    today: dt.date | None = None,
+    orchestrator: str | None = None,
+    task: str | None = None,
+    identity: TaskIdentity | None = None,
+    launch_id: str | None = None,
+) -> SparkPlan:
+    """Gate every image of a kubeflow SparkApplication (a camelCase dict) and return the pinned, hardened copy.
+
+    The driver's effective image is ``spec.driver.image``, else ``spec.image``, else the sparkConf's
+    ``spark.kubernetes.driver.container.image``, else its ``spark.kubernetes.container.image`` (the
+    operator's order); the executor's likewise. Both are written to ``spec.{driver,executor}.image`` and
+    into the pod templates. Each image is checked as the user it runs as (a ``runAsUser`` given for it,
+    else the image's ``USER``, which must be numeric and not root), and its numeric uid becomes the pods'
+    ``runAsUser``.
+
+    Raises:
+        CheckFailed: an image is refused (``.role`` names its field).
+        HardeningError: a role breaks the restricted profile (``hostNetwork``, ``privileged``, ``hostPath``…).
+        SparkSpecError: a field names an image the gate does not know, ``sparkConfigMap`` is set, or a conf
+            would reach around the gate (:func:`conf_problems`); or a role has no image at all.
+    """
+    policy = policy or Policy()
+    app = copy.deepcopy(_dict(application, "SparkApplication"))
+    spec = _dict(app.get("spec"), "spec")
+    app["spec"] = spec
+    problems = [(path, "imagegate does not know this image field, so it cannot check what it names. Fix: name the "
+                       "image in spec.image, spec.driver/executor.image, sidecars, initContainers or the pod templates")
+                for path in _image_keys(spec, "spec") if not _KNOWN_IMAGE_PATHS.match(path)]
+    conf = {str(k): v for k, v in _dict(spec.get("sparkConf"), "spec.sparkConf").items()}
+    problems += conf_problems(conf, where="spec.sparkConf", template_files=False)
+    if spec.get("sparkConfigMap"):
+        problems.append(("spec.sparkConfigMap", "a ConfigMap's spark-defaults.conf and spark-env.sh can set images and "
+                                                "java options the gate never sees. Fix: put the settings in "
+                                                "spec.sparkConf"))
+    problems += [(path, f"the value sets {found!r} where the gate cannot read it (a -D java option, an environment "
+                        "variable?). Fix: give image and template settings in spec.sparkConf")
+                 for path, found in _smuggled({k: v for k, v in spec.items() if k != "sparkConf"}, "spec")]
+    if problems:
+        raise SparkSpecError(problems)
+    if harden:  # what the webhook lays over every pod: hostNetwork per role, the application's volumes
+        bad = restricted_violations({"spec": {"volumes": _list(spec.get("volumes"), "spec.volumes")}})
+        bad += [f"spec.{role}.hostNetwork must be unset or false" for role in ROLES
+                if _dict(spec.get(role), f"spec.{role}").get("hostNetwork")]
+        if bad:
+            raise HardeningError(bad, runtime="kubernetes")
+    planner = _Planner(policy, client, today)
+    if spec.get("image"):
+        spec["image"] = planner.plan(spec["image"], where="spec.image").launch
+    for key in sorted(IMAGE_CONFS & set(conf)):
+        conf[key] = planner.plan(conf[key], where=f"spec.sparkConf[{key!r}]").launch
+    if conf:
+        spec["sparkConf"] = conf
+    images: dict[str, dict[str, LaunchPlan]] = {}
+    templates: dict[str, dict[str, Any]] = {}
+    for role in ROLES:
+        section = _dict(spec.get(role), f"spec.{role}")
+        original = _dict(application.get("spec"), "spec")
+        given = _dict(original.get(role), f"spec.{role}")
+        image, image_field = next(
+            ((value, where) for value, where in (
+                (given.get("image"), f"spec.{role}.image"), (original.get("image"), "spec.image"),
+                (_dict(original.get("sparkConf"), "").get(ROLE_IMAGE_CONF[role]), f"spec.sparkConf[{ROLE_IMAGE_CONF[role]!r}]"),
+                (_dict(original.get("sparkConf"), "").get(IMAGE_CONF), f"spec.sparkConf[{IMAGE_CONF!r}]"),
+            ) if value), (None, f"spec.{role}.image"))
+        if image is None:
+            raise SparkSpecError([(f"spec.{role}.image", f"the {role} has no image (spec.image, spec.{role}.image or "
+                                                         f"{IMAGE_CONF}). Fix: name one")])
+        extras = {key: _list(section.get(key), f"spec.{role}.{key}") for key in ("sidecars", "initContainers")}
+        for key, items in extras.items():
+            _named(items, f"spec.{role}.{key}")
+        tmpl, role_images, pinned = _plan_role(
+            planner, role, template=_dict(section.get("template"), f"spec.{role}.template"), image=image,
+            image_field=image_field, spark_container=SPARK_CONTAINERS[role], where=f"spec.{role}", harden=harden,
+            pod_context=_dict(section.get("podSecurityContext"), f"spec.{role}.podSecurityContext") or None,
+            container_context=_dict(section.get("securityContext"), f"spec.{role}.securityContext") or None,
+            extras=extras,
+        )
+        _label(tmpl, role_images, role, orchestrator=orchestrator, task=task, identity=identity, launch_id=launch_id)
+        section["image"] = role_images[SPARK_CONTAINERS[role]].launch
+        section["template"] = tmpl
+        section.update(pinned)
+        if harden:
+            section["podSecurityContext"] = copy.deepcopy(tmpl["spec"]["securityContext"])
+            main = next(c for c in tmpl["spec"]["containers"] if c["name"] == SPARK_CONTAINERS[role])
+            section["securityContext"] = copy.deepcopy(main["securityContext"])
+        spec[role] = section
+        images[role] = role_images
+        templates[role] = tmpl
+    metadata = _dict(app.get("metadata"), "metadata")
+    labels, annotations = pod_metadata(images["driver"][SPARK_CONTAINERS["driver"]], images={
+        f"{role}/{name}": str(p.pinned) for role, plans in images.items() for name, p in plans.items()},
+        orchestrator=orchestrator, task=task, identity=identity, launch_id=launch_id)
+    metadata["labels"] = {**_dict(metadata.get("labels"), "metadata.labels"), **labels}
+    metadata["annotations"] = {**_dict(metadata.get("annotations"), "metadata.annotations"), **annotations}
+    app["metadata"] = metadata
+    leftover = [p for p in _image_strings(app) if not _is_pinned(p[1])]
+    if leftover:  # the walk above must have pinned every image field; anything else is a bug: refuse
+        raise SparkSpecError([(where, f"{value!r} is not pinned") for where, value in leftover])
+    return SparkPlan(images=images, plans=dict(planner.plans), templates=templates, application=app, harden=harden,
+                     launch_id=launch_id)
+
+
+def _image_strings(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (path, value) of an image field, and of an image conf, anywhere in *value*."""
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            key = str(key)
+            here = f"{path}.{key}" if path else key
+            if ("image" in key.lower() and key not in _IMAGE_KEY_OK and key not in _NOT_IMAGES
+                    and child is not None and not isinstance(child, (Mapping, list))):
+                yield here, child
+            if key not in _FREE_FORM:
+                yield from _image_strings(child, here)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _image_strings(child, f"{path}[{index}]")
+
+
+def _smuggled(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(path, setting) of every string value that embeds a Spark Kubernetes image, template or feature-steps
+    setting (``-Dspark.kubernetes.executor.container.image=…`` in java options or an environment variable)."""
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            yield from _smuggled(child, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _smuggled(child, f"{path}[{index}]")
+    elif isinstance(value, str):
+        found = _SMUGGLED.search(value)
+        if found:
+            yield path, found.group(0)
+
+
+def _is_pinned(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", value) is not None
+
+
+# -- spark-submit -----------------------------------------------------------------------------------
+
+
+@typed_errors
+def pin_spark_conf(
+    conf: Mapping[str, Any],
+    *,
+    policy: Policy | None = None,
+    harden: bool = True,
+    out_dir: str | os.PathLike[str] | None = None,
+    client: RegistryClient | None = None,
+    today: dt.date | None = None,
+    orchestrator: str | None = None,
+    task: str | None = None,
+    identity: TaskIdentity | None = None,
+    launch_id: str | None = None,
+    properties_files: Iterable[str | os.PathLike[str]] = (),
+) -> PinnedSparkConf:
+    """A spark-submit ``--master k8s://…`` conf with every Kubernetes image conf pinned and checked, and
+    restricted pod templates for the driver and the executor.
+
+    The driver's image is ``spark.kubernetes.driver.container.image``, else ``spark.kubernetes.container.image``
+    (Spark's order); the executor's likewise. Both are written explicitly, and the pod template files
+    (``spark.kubernetes.{driver,executor}.podTemplateFile``, read when given: JSON or YAML, at most 1 MiB,
+    duplicate keys refused) are written anew under *out_dir* (default: a new private temporary directory)
+    with every image pinned and the restricted context applied, and named in the conf with their
+    ``podTemplateContainerName``. *properties_files* (``--properties-file``, the ``spark-defaults.conf`` spark-submit
+    would read) must not set any Kubernetes image, template or feature-steps conf (:func:`properties_problems`).
+
+    Raises:
+        CheckFailed: an image is refused (``.role`` names its conf or template field).
+        HardeningError: a template breaks the restricted profile.
+        SparkSpecError: an image conf the gate does not know (:func:`conf_problems`), no image for a role,
+            or a template file that cannot be read.
+    """
+    policy = policy or Policy()
+    given = {str(k): v for k, v in conf.items()}
+    problems = conf_problems(given, where="conf", template_files=True)
+    for path in properties_files:
+        try:
+            text = Path(path).read_bytes()[:MAX_TEMPLATE_BYTES * 4].decode("utf-8", "replace")
+        except OSError as exc:
+            problems.append((str(path), f"cannot read the properties file: {exc.strerror or exc}"))
+            continue
+        problems += properties_problems(text, where=str(path))
+    if problems:
+        raise SparkSpecError(problems)
+    planner = _Planner(policy, client, today)
+    out = {key: str(value) for key, value in given.items()}
+    for key in sorted(IMAGE_CONFS & set(given)):
+        out[key] = planner.plan(given[key], where=key).launch
+    images: dict[str, dict[str, LaunchPlan]] = {}
+    templates: dict[str, dict[str, Any]] = {}
+    files: dict[str, Path] = {}
+    for role in ROLES:
+        key = ROLE_IMAGE_CONF[role] if given.get(ROLE_IMAGE_CONF[role]) else IMAGE_CONF
+        if not given.get(key):
+            raise SparkSpecError([(ROLE_IMAGE_CONF[role], f"the {role} has no image. Fix: set {IMAGE_CONF} (or "
+                                                          f"{ROLE_IMAGE_CONF[role]}) to the job's image")])
+        template: dict[str, Any] = {}
+        if given.get(TEMPLATE_FILE_CONF[role]):
+            template = read_pod_template(given[TEMPLATE_FILE_CONF[role]], where=TEMPLATE_FILE_CONF[role])
+            hidden = list(_smuggled(template, TEMPLATE_FILE_CONF[role]))
+            if hidden:
+                raise SparkSpecError([(path, f"the template sets {found!r} where the gate cannot read it. Fix: give "
+                                             "image and template settings as conf entries") for path, found in hidden])
+        spark_container = str(given.get(TEMPLATE_CONTAINER_CONF[role]) or "")
+        if not spark_container:  # Spark takes the template's first container when none is named
+            first = (_dict(template.get("spec"), "spec").get("containers") or [{}])[0]
+            spark_container = first.get("name") if isinstance(first, Mapping) and first.get("name") else SPARK_CONTAINERS[role]
+        tmpl, role_images, _ = _plan_role(planner, role, template=template, image=given[key], image_field=key,
+                                          spark_container=spark_container, where=TEMPLATE_FILE_CONF[role], harden=harden)
+        if spark_container != SPARK_CONTAINERS[role]:  # SparkPlan finds the role's image by the standard name
+            role_images = {SPARK_CONTAINERS[role]: role_images[spark_container], **role_images}
+        _label(tmpl, role_images, role, orchestrator=orchestrator, task=task, identity=identity, launch_id=launch_id)
+        tmpl.setdefault("apiVersion", "v1")
+        tmpl.setdefault("kind", "Pod")
+        out[ROLE_IMAGE_CONF[role]] = role_images[spark_container].launch
+        out[TEMPLATE_CONTAINER_CONF[role]] = spark_container
+        images[role] = role_images
+        templates[role] = tmpl
+    directory = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="imagegate-spark-"))
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for role, tmpl in templates.items():  # written only once both roles passed
+        path = directory / f"{role}-pod-template.json"
+        path.write_text(json.dumps(tmpl, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        files[role] = path
+        out[TEMPLATE_FILE_CONF[role]] = str(path)
+    plan = SparkPlan(images=images, plans=dict(planner.plans), templates=templates, harden=harden, launch_id=launch_id)
+    return PinnedSparkConf(conf=out, files=files, plan=plan)
+
+
+def read_pod_template(path: str | os.PathLike[str], *, where: str) -> dict[str, Any]:
+    """A pod template file (JSON, or YAML when PyYAML is installed): a mapping, at most 1 MiB, no duplicate keys
+    (a YAML or JSON reader elsewhere may keep the other one)."""
+    file = Path(path)
+    try:
+        with file.open("rb") as handle:
+            data = handle.read(MAX_TEMPLATE_BYTES + 1)
+    except OSError as exc:
+        raise SparkSpecError([(where, f"cannot read the pod template {str(file)!r}: {exc.strerror or exc}")]) from exc
+    if len(data) > MAX_TEMPLATE_BYTES:
+        raise SparkSpecError([(where, f"the pod template {str(file)!r} is larger than {MAX_TEMPLATE_BYTES} bytes")])
+    text = data.decode("utf-8", "replace")
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates)
+    except ValueError as exc:
+        if isinstance(exc, _Duplicate):
+            raise SparkSpecError([(where, str(exc))]) from exc
+        value = _load_yaml(text, where)
+    if not isinstance(value, dict):
+        raise SparkSpecError([(where, f"the pod template {str(file)!r} is not a mapping (a Pod)")])
+    kind = value.get("kind")
+    if kind not in (None, "Pod"):
+        raise SparkSpecError([(where, f"the pod template is a {kind!r}, not a Pod")])
+    return value
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Duplicate(f"the key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    try:
+        import yaml  # PyYAML: optional, present with the Kubernetes client
+    except ImportError as exc:
+        raise SparkSpecError([(where, "the pod template is not JSON, and PyYAML is not installed to read YAML. "
+                                      "Fix: give it as JSON, or pip install pyyaml")]) from exc
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Any, node: Any) -> dict[Any, Any]:
+        loader.flatten_mapping(node)
+        pairs = loader.construct_pairs(node, deep=True)
+        try:
+            return _no_duplicates(pairs)
+        except _Duplicate as exc:
+            raise SparkSpecError([(where, str(exc))]) from exc
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise SparkSpecError([(where, f"the pod template is neither JSON nor YAML: {exc}")]) from exc
