@@ -23,10 +23,11 @@ k8s-down:        ## stop what k8s-up started
 	.venv/bin/python scripts/k8s.py down
 
 bench:           ## benchmarks (figures go in README.md and docs/)
-	scripts/env.sh dev airflow dagster && .venv/bin/python scripts/stack.py up && .venv/bin/python scripts/k8s.py up
+	scripts/env.sh dev airflow dagster && .venv/bin/python scripts/stack.py up && .venv/bin/python scripts/k8s.py up --spark
 	.venv/bin/python benchmarks/bench_check.py --pairs 21 --processes 200 --json benchmarks/results/check.json
 	.venv/bin/python benchmarks/bench_build.py --runs 9 --json benchmarks/results/build.json
 	.venv/bin/python benchmarks/bench_airflow.py --runs 40 --run-rounds 21 --json benchmarks/results/airflow.json
 	.venv/bin/python benchmarks/bench_dagster.py
 	.venv/bin/python benchmarks/bench_k8s.py
 	.venv/bin/python benchmarks/bench_supply_chain.py --pairs 15 --runs 9 --json benchmarks/results/supply_chain.json
+	.venv/bin/python benchmarks/bench_spark.py --runs 5 --json benchmarks/results/spark.json
