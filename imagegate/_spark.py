@@ -682,7 +682,15 @@ def _load_yaml(text: str, where: str) -> Any:
                                       "Fix: give it as JSON, or pip install pyyaml")]) from exc
 
     class Loader(yaml.SafeLoader):
-        pass
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            # An alias shares one node many times: a 1 KiB "billion laughs" template expands to gigabytes when the
+            # walker reads it or the pinned template is written out. The runtime's reader (fabric8's SnakeYAML)
+            # caps aliases too; a pod template has no need of them: refused.
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise SparkSpecError([(where, f"the pod template uses a YAML alias (*{event.anchor}) at line "
+                                              f"{event.start_mark.line + 1}; write it out in full (aliases are refused)")])
+            return super().compose_node(parent, index)
 
     def mapping(loader: Any, node: Any) -> dict[Any, Any]:
         loader.flatten_mapping(node)

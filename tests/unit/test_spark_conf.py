@@ -133,6 +133,11 @@ def test_no_image_at_all_is_refused(client: RegistryClient) -> None:
         ("spec:\n  containers:\n    - name: a\n      env: [{name: JDK_JAVA_OPTIONS, value: -Dspark.kubernetes.executor.container.image=x}]\n",
          "cannot read"),
         ("spec: [unclosed\n", "neither JSON nor YAML"),
+        # "billion laughs": 1 KiB that an alias-expanding reader turns into gigabytes (the walker, the pinned file)
+        ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+         "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nspec:\n  containers:\n    - name: a\n      args: *c\n",
+         "YAML alias"),
+        ("base: &env {name: A, value: b}\nspec:\n  containers:\n    - name: a\n      env: [*env]\n", "YAML alias"),
     ],
 )
 def test_an_unreadable_template_is_refused(client: RegistryClient, tmp_path: Path, text: str, match: str) -> None:
