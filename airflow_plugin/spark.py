@@ -144,15 +144,7 @@ class PinnedSparkKubernetesOperator(SparkKubernetesOperator):
         planned = self.imagegate_spark_plan
         if planned is None or not self._imagegate_launch_id:
             return []
-        pods = self.client.list_namespaced_pod(
-            self.namespace, label_selector=f"imagegate.dev/launch={self._imagegate_launch_id}").items
-        checked = []
-        for pod in pods:
-            with _gate.airflow_errors():
-                role = planned.verify_pod(to_dict(pod))
-            checked.append(f"{pod.metadata.name} ({role})")
-        self.log.info("imagegate: %d pod(s) ran the planned digests: %s", len(checked), ", ".join(sorted(checked)))
-        return checked
+        return _verify_launch_pods(self, self.client, self.namespace, self._imagegate_launch_id, planned)
 
     def process_pod_deletion(self, pod: Any, *, reraise: bool = True) -> Any:
         """Before the provider deletes the application: check every pod the job ran."""
@@ -241,14 +233,20 @@ class PinnedSparkSubmitOperator(_SparkSubmitOperator):  # type: ignore[misc,vali
         planned = self.imagegate_spark_plan
         namespace = str((self.conf or {}).get("spark.kubernetes.namespace") or "default")
         client = KubernetesHook(conn_id=self.kubernetes_conn_id).core_v1_client
-        pods = client.list_namespaced_pod(namespace, label_selector=f"imagegate.dev/launch={launch_id}").items
-        checked = []
-        for pod in pods:
-            with _gate.airflow_errors():
-                role = planned.verify_pod(to_dict(pod))
-            checked.append(f"{pod.metadata.name} ({role})")
-        self.log.info("imagegate: %d pod(s) ran the planned digests: %s", len(checked), ", ".join(sorted(checked)))
-        return checked
+        return _verify_launch_pods(self, client, namespace, launch_id, planned)
+
+
+def _verify_launch_pods(operator: Any, client: Any, namespace: str, launch_id: str, planned: Any) -> list[str]:
+    """Every pod labelled ``imagegate.dev/launch=<launch_id>`` in *namespace*, read back against *planned* (a
+    :class:`imagegate.SparkPlan`): each ran its planned digests; the names (with roles) are logged and returned."""
+    pods = client.list_namespaced_pod(namespace, label_selector=f"imagegate.dev/launch={launch_id}").items
+    checked = []
+    for pod in pods:
+        with _gate.airflow_errors():
+            role = planned.verify_pod(to_dict(pod))
+        checked.append(f"{pod.metadata.name} ({role})")
+    operator.log.info("imagegate: %d pod(s) ran the planned digests: %s", len(checked), ", ".join(sorted(checked)))
+    return checked
 
 
 def _spark_defaults() -> str | None:
