@@ -182,8 +182,17 @@ class ImagegateDockerOperator(DockerOperator):
     def _retire(self, container: str, why: str) -> None:
         keep = self.auto_remove == "never"
         _gate._core().retire_container(self.hook.api_client, container, remove=not keep)
+        if keep and not self._exists(container):
+            keep = False  # it never started: nothing to keep (retire_container says why)
         self.log.info("imagegate: %s: container %s stopped%s", why, container[:12],
                       " and kept (auto_remove='never')" if keep else " and removed")
+
+    def _exists(self, container: str) -> bool:
+        try:
+            self.hook.api_client.inspect_container(container)
+        except Exception:  # noqa: BLE001 - not found (or the engine cannot say): not kept
+            return False
+        return True
 
     def _never_left_running(self) -> None:
         """After any exception: a container of this try that still runs is stopped (and removed unless "never")."""

@@ -230,17 +230,35 @@ def settle_predecessors(identity: TaskIdentity, plan: LaunchPlan, policy: Policy
 def retire_container(client: Any, container: str, *, stop_timeout: int = STOP_TIMEOUT, remove: bool = True) -> bool:
     """Stop *container* (SIGTERM, SIGKILL after *stop_timeout*) and, with *remove*, remove it and its
     anonymous volumes. True when it is stopped (or gone) afterwards; never raises for a container
-    that is already gone. Its adoption records go with it."""
+    that is already gone. Its adoption records go with it.
+
+    Without *remove* (``auto_remove="never"``: keep what ran, for its logs and exit code) a container that
+    never started is removed all the same: it has no output or exit code to keep, and left ``created`` it
+    is a launch waiting for anyone's ``docker start`` to run the job with nobody watching it."""
     api = _api(client)
     errors = _errors()
     stopped = _attempt_call(lambda: api.stop(container, timeout=stop_timeout), errors)
-    if not remove:
+    if not remove and _ever_started(api, container, errors):
         return stopped or _attempt_call(lambda: api.kill(container), errors)
     for _ in range(3):  # a forced removal kills what the stop did not
         if _attempt_call(lambda: api.remove_container(container, v=True, force=True), errors):
             drop_adoptions(api, container)
             return True
     return False
+
+
+def _ever_started(api: Any, container: str, errors: Any) -> bool:
+    """Whether the engine ever started *container* (True when that cannot be told: then it is kept, as asked)."""
+    try:
+        state = api.inspect_container(container).get("State") or {}
+    except errors.NotFound:
+        return True  # gone: nothing to remove
+    except errors.APIError:
+        return True
+    if state.get("Status") != "created":
+        return True
+    # the engine's zero time ("0001-01-01T00:00:00Z") until the first start
+    return not str(state.get("StartedAt") or "").startswith("0001-01-01")
 
 
 def _attempt_call(action: Callable[[], Any], errors: Any) -> bool:

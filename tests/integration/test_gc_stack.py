@@ -148,3 +148,22 @@ def test_gc_from_python_and_its_refusals(docker_client: Any) -> None:
     result = subprocess.run([sys.executable, "-m", "imagegate", "gc", "--older-than", "soon"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "is not a duration; use e.g. 90s" in result.stderr
+
+
+def test_retire_keeps_what_ran_but_never_a_container_that_was_never_started(
+    docker_client: Any, image: str, scope: str
+) -> None:
+    """``auto_remove="never"`` keeps a container's logs and exit code; one killed between create and start has
+    neither, and left ``created`` anyone's ``docker start`` would run the job unwatched: it is removed."""
+    api = docker_client.api
+    never_started = api.create_container(image, ["sh", "-c", "echo hi"], labels={"gctest": scope})["Id"]
+    ran = api.create_container(image, ["sh", "-c", SLEEP], labels={"gctest": scope})["Id"]
+    api.start(ran)
+    wait_running(docker_client, scope, 1)
+    assert imagegate.retire_container(docker_client, never_started, remove=False, stop_timeout=5)
+    assert imagegate.retire_container(docker_client, ran, remove=False, stop_timeout=5)
+    assert containers(docker_client, scope) == {ran: "exited"}  # the one that ran is kept, stopped
+    assert api.inspect_container(ran)["State"]["ExitCode"] == 143  # asked to stop, it stopped (not killed)
+    assert imagegate.retire_container(docker_client, ran, remove=True, stop_timeout=5)
+    assert containers(docker_client, scope) == {}
+    assert imagegate.retire_container(docker_client, ran, remove=False)  # gone already: never raises
