@@ -25,9 +25,11 @@ settings error: :func:`lint_not_runnable` / :func:`evidence_not_runnable` say wh
 before anything is launched (before anything is resolved, built or launched where the source already tells:
 an ``image=`` reference, a policy without the rules); the component refuses it when definitions load.
 
-The two evidence checks pass only when the core verified something: a ``pass`` of a rule that covers the image.
-A waived result (a ``[[waivers]]`` entry let an unsigned image launch) is a failed check with WARN severity, not
-a pass: nothing was verified.
+A check is "passed" only when it ran and passed (the two evidence checks: a ``pass`` of a rule that covers the
+image). A waived result (a ``[[waivers]]`` entry let a root or unsigned image launch), a skipped one (the policy
+turns the check off, or the image was not fetched) and a warning are failed checks with WARN severity: the launch
+went ahead, but nothing vouches for what the check name says. A failure is ERROR (the launch was refused).
+Each evaluation's metadata says ``verified`` (true only when passed) and the core's ``outcome``.
 """
 
 from __future__ import annotations
@@ -133,16 +135,16 @@ def evaluation(
         metadata["waiver"] = result.waiver
     if result.note and key.name in EVIDENCE:
         metadata["note"] = result.note
-    passed = result.outcome not in (imagegate.Outcome.FAIL, imagegate.Outcome.WARN)
-    severity = dg.AssetCheckSeverity.WARN if result.outcome is imagegate.Outcome.WARN else dg.AssetCheckSeverity.ERROR
+    # Only a check that ran and passed is "passed": a waived result (it would have failed), a skipped one (the
+    # policy turns it off, or the image was not fetched) and a warning are failed with WARN severity (the launch
+    # went ahead); a failure is ERROR (the launch was refused).
+    verified = result.outcome is imagegate.Outcome.PASS
     if key.name in EVIDENCE:
         metadata.update(evidence_metadata(result, report))
-        if result.outcome is not imagegate.Outcome.FAIL and not (
-                result.outcome is imagegate.Outcome.PASS and covered(key.name, policy, report)):
-            passed, severity = False, dg.AssetCheckSeverity.WARN  # nothing verified: never "passed"
-            metadata["verified"] = False
-        else:
-            metadata["verified"] = passed
+        verified = verified and covered(key.name, policy, report)  # a pass no rule covers verified nothing
+    metadata["verified"] = verified
+    passed = verified
+    severity = dg.AssetCheckSeverity.ERROR if result.outcome is imagegate.Outcome.FAIL else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckEvaluation(
         asset_key=key.asset_key,
         check_name=key.name,

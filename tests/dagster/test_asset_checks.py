@@ -47,3 +47,35 @@ def test_when_the_lint_cannot_run(source, mode, expected):
 def test_unknown_check_names_are_refused():
     with pytest.raises(ValueError, match="unknown imagegate check 'image_scanned'"):
         image_check_specs("etl", ["image_scanned"])
+
+
+def _report(check: str, outcome, waiver=None):
+    import imagegate
+
+    pinned = "registry.example.com/team/etl@sha256:" + "ab" * 32
+    result = imagegate.CheckResult(check, outcome, "enforce", f"{check}: {outcome.value}", "the fix", waiver=waiver)
+    return imagegate.Report(reference=pinned, pinned=pinned, backend="docker", platform="linux/amd64",
+                            results=(result,))
+
+
+@pytest.mark.parametrize("name, check", [("image_pinned", "pinned"), ("image_non_root", "non-root")])
+@pytest.mark.parametrize("outcome, passed, severity", [
+    ("pass", True, dg.AssetCheckSeverity.ERROR),  # severity is moot when passed
+    ("fail", False, dg.AssetCheckSeverity.ERROR),
+    ("warn", False, dg.AssetCheckSeverity.WARN),
+    ("waived", False, dg.AssetCheckSeverity.WARN),  # a waiver let a root image launch: nothing vouches it is not root
+    ("skipped", False, dg.AssetCheckSeverity.WARN),  # the policy turns it off: not checked is not passed
+])
+def test_only_a_check_that_ran_and_passed_is_passed(name, check, outcome, passed, severity):
+    import imagegate
+    from dagster_integration._asset_checks import evaluation
+
+    outcome = imagegate.Outcome(outcome)
+    waiver = "vendor image (until 2027-01-31)" if outcome is imagegate.Outcome.WAIVED else None
+    result = evaluation(dg.AssetCheckKey(dg.AssetKey("etl"), name), _report(check, outcome, waiver), None)
+    assert result.passed is passed and result.metadata["verified"].value is passed
+    assert result.metadata["outcome"].value == outcome.value
+    if not passed:
+        assert result.severity == severity
+    if waiver:
+        assert result.metadata["waiver"].value == waiver

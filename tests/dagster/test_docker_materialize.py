@@ -151,6 +151,21 @@ def test_warn_mode_launches_and_reports_warnings(dagster_home, rooty_image):
     assert "ran as root, caps dropped" in metadata["imagegate/output"].value
 
 
+def test_a_check_the_policy_turns_off_is_not_reported_as_passed(dagster_home, rooty_image):
+    """non-root off: the root image launches, and ``image_non_root`` says "not checked" (WARN), not "passed"."""
+    gate = ImagegateResource(check_modes={"non-root": "off", "pinned": "off"})
+    asset = _asset("rooty_unchecked", image=rooty_image, command=["echo", "nobody checked the user"])
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([asset], resources={"docker_pipes": ImagegateDockerClient(gate)}, instance=instance)
+    assert result.success
+    checks = _checks(instance, result)
+    for name in ("image_non_root", "image_pinned"):
+        assert not checks[name].passed and checks[name].severity == dg.AssetCheckSeverity.WARN, name
+        assert checks[name].metadata["outcome"].value == "skipped" and checks[name].metadata["verified"].value is False
+    output = result.asset_materializations_for_node("rooty_unchecked")[0].metadata["imagegate/output"].value
+    assert "nobody checked the user" in output
+
+
 def test_lock_file_entry_is_launched(dagster_home, wordcount_image, tmp_path, docker_client):
     pinned = imagegate.resolve(wordcount_image)
     lock = imagegate.LockFile(tmp_path / "imagegate.lock")
