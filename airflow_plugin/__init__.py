@@ -7,6 +7,8 @@ Docker backend never imports the Kubernetes provider::
     ImagegateDockerOperator  provider DockerOperator, gated and hardened
     ImagegateKubernetesPodOperator  provider KubernetesPodOperator, gated, restricted PSS
     ImagegateBuildOperator   build (or find) a job directory's image, XCom the pinned reference
+    PinnedSparkKubernetesOperator  provider SparkKubernetesOperator: every driver/executor image gated and pinned
+    PinnedSparkSubmitOperator      provider SparkSubmitOperator (k8s master): image confs and pod templates pinned
     ImageRefused, ImageSourceError, LaunchMismatch, BackendOptionError, HardeningViolation, PodSecurityViolation,
     TaskKilled
 """
@@ -26,6 +28,8 @@ _EXPORTS = {
     "ImagegateDockerOperator": "airflow_plugin.docker",
     "ImagegateKubernetesPodOperator": "airflow_plugin.kubernetes",
     "LaunchMismatch": "airflow_plugin._gate",
+    "PinnedSparkKubernetesOperator": "airflow_plugin.spark",
+    "PinnedSparkSubmitOperator": "airflow_plugin.spark",
     "PodSecurityViolation": "airflow_plugin._gate",
     "TaskKilled": "airflow_plugin._gate",
     "backend_setting": "airflow_plugin.task",

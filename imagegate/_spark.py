@@ -71,6 +71,11 @@ _FREE_FORM = frozenset({"labels", "annotations", "serviceAnnotations", "serviceL
                         "envVars", "envSecretKeyRefs", "batchSchedulerOptions", "metadata"})
 _IMAGE_KEY_OK = frozenset({"imagePullPolicy", "imagePullSecrets"})
 MAX_TEMPLATE_BYTES = 1 << 20
+#: Bounds on a SparkApplication or pod template the gate walks. A real one has a few hundred values, nested
+#: twenty deep; a dict that shares one list many times (what a YAML loader that follows aliases builds) would be
+#: walked, then serialised to the API server, once per reference: 25 shared levels are 33 million values.
+MAX_NODES = 100_000
+MAX_DEPTH = 100
 
 
 class SparkSpecError(SourceError):
@@ -428,6 +433,7 @@ def plan_spark_application(
             would reach around the gate (:func:`conf_problems`); or a role has no image at all.
     """
     policy = policy or Policy()
+    _bounded(_dict(application, "SparkApplication"), "SparkApplication")
     app = copy.deepcopy(_dict(application, "SparkApplication"))
     spec = _dict(app.get("spec"), "spec")
     app["spec"] = spec
@@ -506,6 +512,28 @@ def plan_spark_application(
         raise SparkSpecError([(where, f"{value!r} is not pinned") for where, value in leftover])
     return SparkPlan(images=images, plans=dict(planner.plans), templates=templates, application=app, harden=harden,
                      launch_id=launch_id)
+
+
+def _bounded(value: Any, where: str) -> None:
+    """Refuse *value* when it has more than :data:`MAX_NODES` values (each reference to a shared one counted, as a
+    serialiser writes it out) or nests deeper than :data:`MAX_DEPTH` (a cycle does). An iterative walk: the
+    recursive ones that follow must never meet what would exhaust Python's stack or the CPU."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, where)]
+    count = 0
+    while stack:
+        node, depth, path = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise SparkSpecError([(where, f"it holds more than {MAX_NODES} values (shared lists or maps are counted "
+                                          "once per reference, as the API server receives them). Fix: write a smaller "
+                                          "spec; a YAML alias repeated in nested lists multiplies it")])
+        if depth > MAX_DEPTH:
+            raise SparkSpecError([(path, f"nested more than {MAX_DEPTH} levels deep (does it contain itself?). "
+                                         "Fix: flatten it")])
+        if isinstance(node, Mapping):
+            stack.extend((child, depth + 1, f"{path}.{key}") for key, child in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((child, depth + 1, f"{path}[{index}]") for index, child in enumerate(node))
 
 
 def _image_strings(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -649,10 +677,13 @@ def read_pod_template(path: str | os.PathLike[str], *, where: str) -> dict[str, 
     text = data.decode("utf-8", "replace")
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicates)
+    except RecursionError as exc:
+        raise SparkSpecError([(where, f"the pod template {str(file)!r} nests deeper than Python can read")]) from exc
     except ValueError as exc:
         if isinstance(exc, _Duplicate):
             raise SparkSpecError([(where, str(exc))]) from exc
         value = _load_yaml(text, where)
+    _bounded(value, where)
     if not isinstance(value, dict):
         raise SparkSpecError([(where, f"the pod template {str(file)!r} is not a mapping (a Pod)")])
     kind = value.get("kind")
@@ -703,5 +734,7 @@ def _load_yaml(text: str, where: str) -> Any:
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     try:
         return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError as exc:
+        raise SparkSpecError([(where, "the pod template nests deeper than Python can read")]) from exc
     except yaml.YAMLError as exc:
         raise SparkSpecError([(where, f"the pod template is neither JSON nor YAML: {exc}")]) from exc

@@ -89,3 +89,17 @@ def test_the_deployment_policy_applies_to_tasks_that_name_none(tmp_path: Any, mo
     own = tmp_path / "own.toml"
     own.write_text('allowed-registries = ["own.example.com"]\n')
     assert _gate.load_policy(str(own), near).allowed_registries == ("own.example.com",)  # a task's own wins
+
+
+def test_every_exported_name_loads_from_the_package() -> None:
+    """``from airflow_plugin import X`` for each name the package lists (the Spark operators included)."""
+    import importlib
+
+    import airflow_plugin
+
+    assert {"PinnedSparkKubernetesOperator", "PinnedSparkSubmitOperator"} <= set(airflow_plugin.__all__)
+    for name in airflow_plugin.__all__:
+        value = getattr(airflow_plugin, name)
+        assert value is getattr(importlib.import_module(airflow_plugin._EXPORTS[name]), name), name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        airflow_plugin.Nope  # noqa: B018

@@ -138,6 +138,8 @@ def test_no_image_at_all_is_refused(client: RegistryClient) -> None:
          "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nspec:\n  containers:\n    - name: a\n      args: *c\n",
          "YAML alias"),
         ("base: &env {name: A, value: b}\nspec:\n  containers:\n    - name: a\n      env: [*env]\n", "YAML alias"),
+        ("[" * 5000 + "]" * 5000, "nests deeper"),  # JSON nesting past Python's stack
+        ("spec:\n  containers:\n    - name: a\n      args: " + "[" * 150 + "]" * 150 + "\n", "more than 100 levels"),
     ],
 )
 def test_an_unreadable_template_is_refused(client: RegistryClient, tmp_path: Path, text: str, match: str) -> None:

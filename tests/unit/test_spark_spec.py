@@ -370,3 +370,33 @@ def test_property_no_image_is_left_unpinned(client: RegistryClient, driver: dict
     assert all(isinstance(v, str) and DIGEST_REF.fullmatch(v) for _, v in found), found
     for role in ("driver", "executor"):
         assert DIGEST_REF.fullmatch(planned.application["spec"][role]["image"])
+
+
+def test_a_spec_that_shares_one_list_many_times_is_refused_before_any_registry_request(
+    client: RegistryClient, registry: FakeRegistry
+) -> None:
+    """What the provider's yaml.safe_load builds from aliases: 25 levels of [x, x] are 33 million values once
+    serialised to the API server; the gate refuses it at once (the walk counts each reference)."""
+    shared: Any = {"name": "A", "value": "b"}
+    for _ in range(25):
+        shared = [shared, shared]
+    registry.reset_requests()
+    with pytest.raises(SparkSpecError, match="more than 100000 values") as caught:
+        plan_spark_application(application(arguments=shared), client=client)
+    assert caught.value.option == "SparkApplication" and registry.requests == []
+    plan_spark_application(application(arguments=[str(i) for i in range(5000)]), client=client)  # large but real: fine
+
+
+@pytest.mark.parametrize("shape", ["deep", "cycle"])
+def test_a_spec_nested_too_deep_or_containing_itself_is_refused(client: RegistryClient, shape: str) -> None:
+    app = application()
+    if shape == "deep":
+        nested: Any = "leaf"
+        for _ in range(5000):
+            nested = {"k": nested}
+        app["spec"]["driver"]["labels"] = nested
+    else:
+        app["spec"]["driver"]["self"] = app["spec"]
+    with pytest.raises(SparkSpecError, match="more than 100 levels") as caught:
+        plan_spark_application(app, client=client)
+    assert caught.value.option.startswith("SparkApplication.spec.driver")
