@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from imagegate._audit import AuditFilter, AuditQueryError, AuditRow
     from imagegate._auth import Credentials, DockerConfig
     from imagegate._checks import CheckInput, evaluate, is_root_user, numeric_ids
+    from imagegate._evidence import evidence_lines
     from imagegate._errors import (
         AuthenticationError,
         BuildError,
@@ -107,6 +108,7 @@ _LAZY = {
     "evaluate": "imagegate._checks",
     "is_root_user": "imagegate._checks",
     "numeric_ids": "imagegate._checks",
+    "evidence_lines": "imagegate._evidence",
     "AuthenticationError": "imagegate._errors",
     "BuildError": "imagegate._errors",
     "CheckFailed": "imagegate._errors",
@@ -322,6 +324,7 @@ __all__ = [
     "drop_adoptions",
     "enforce",
     "evaluate",
+    "evidence_lines",
     "find_lock_file",
     "gc",
     "generate_key_pair",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from imagegate._errors import ImagegateError, InvalidReference, redact_url
+from imagegate._evidence import EVIDENCE_CHECKS, MAX_EVIDENCE_LINES, evidence_lines
 from imagegate._reference import parse_reference
 
 if TYPE_CHECKING:
@@ -240,7 +241,8 @@ class AuditRow:
     Docker shows as the image id), ``launched`` whether a container or pod was created.
     ``verdict`` is ``passed``, ``waived`` (passed because a waiver covered a check), ``refused``, or
     ``unreadable`` (``problem`` says why). ``waivers`` lists, per waived check, the waiver's reason and
-    expiry.
+    expiry. ``evidence`` holds, per supply-chain check (``signature``, ``vulnerabilities``), the lines of what
+    was verified: who signed which digest, which signed scan counted and the findings that decided.
     """
 
     dag_id: str
@@ -264,6 +266,7 @@ class AuditRow:
     waivers: tuple[Mapping[str, Any], ...] = ()
     notices: tuple[str, ...] = ()
     helpers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    evidence: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     problem: str | None = None
 
     @classmethod
@@ -297,6 +300,7 @@ class AuditRow:
             waivers=tuple(_waiver(c) for c in checks if c["outcome"] == "waived"),
             notices=tuple(_text(n) for n in _list(report.get("notices"))[:MAX_CHECKS] if isinstance(n, str)),
             helpers=_helpers(record.get("helpers")),
+            evidence=_record_evidence(report.get("checks")),
         )
 
 
@@ -309,7 +313,7 @@ class AuditRow:
             "verdict": self.verdict, "backend": self.backend, "user": self.user,
             "checks": [dict(c) for c in self.checks], "waivers": [dict(w) for w in self.waivers],
             "notices": list(self.notices), "helpers": {k: dict(v) for k, v in self.helpers.items()},
-            "problem": self.problem,
+            "evidence": {k: list(v) for k, v in self.evidence.items()}, "problem": self.problem,
         }
 
     @classmethod
@@ -337,6 +341,7 @@ class AuditRow:
             ),
             notices=tuple(_text(n) for n in _list(data.get("notices"))[:MAX_CHECKS] if isinstance(n, str)),
             helpers=_helpers(data.get("helpers")),
+            evidence=_served_evidence(data.get("evidence")),
             problem=_str(data.get("problem")),
         )
 
@@ -362,6 +367,8 @@ class AuditRow:
         for check in self.checks:
             if check["outcome"] == "fail":
                 lines.append(f"  FAIL     {_shown(check['check'])}: {_shown(check['message'] or '')}")
+        for check, evidence in self.evidence.items():
+            lines += [f"  evidence [{_shown(check)}] {_shown(line)}" for line in evidence]
         for waiver in self.waivers:
             until = f" (until {waiver['expires']})" if waiver.get("expires") else " (no expiry)"
             lines.append(f"  waiver   {_shown(waiver['check'] or '')}: {_shown(waiver['reason'] or '')}{until}")
@@ -397,6 +404,26 @@ def _check(check: Mapping[str, Any]) -> dict[str, Any]:
         "waiver": _str(check.get("waiver")),
         "note": _str(check.get("note")),
     }
+
+
+def _record_evidence(checks: Any) -> dict[str, tuple[str, ...]]:
+    """check -> evidence lines, from a stored report's checks (their ``details``; the first result of each check)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for check in _list(checks)[:MAX_CHECKS]:
+        name = check.get("check") if isinstance(check, Mapping) else None
+        if name in EVIDENCE_CHECKS and name not in out:
+            lines = evidence_lines(name, check.get("details"))
+            if lines:
+                out[name] = tuple(_text(line) for line in lines)
+    return out
+
+
+def _served_evidence(value: Any) -> dict[str, tuple[str, ...]]:
+    """The ``evidence`` of a row the plugin's API served: only the known checks, only strings, bounded."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {name: tuple(_text(line) for line in lines[:MAX_EVIDENCE_LINES] if isinstance(line, str))
+            for name, lines in value.items() if name in EVIDENCE_CHECKS and isinstance(lines, list)}
 
 
 def _waiver(check: Mapping[str, Any]) -> dict[str, Any]:

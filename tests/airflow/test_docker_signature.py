@@ -129,6 +129,13 @@ def test_unsigned_is_refused_before_any_container_and_signed_runs_with_its_recor
     page = task_page(row=imagegate.AuditRow.from_record(critical, dag_id=dag_id, run_id="r", task_id="critical"),
                      raw=critical, message="", links=Links(""))
     assert '<div class="evidence small mono">CVE-2019-18224 critical in libidn2-0' in page
+    # and so does `imagegate audit` (the row the plugin's API serves, as text and --json)
+    audit = imagegate.AuditRow.from_dict(imagegate.AuditRow.from_record(critical, dag_id=dag_id, run_id="r",
+                                                                        task_id="critical").to_dict())
+    assert any(line.startswith("CVE-2019-18224 critical in libidn2-0") for line in audit.evidence["vulnerabilities"])
+    assert "evidence [vulnerabilities] CVE-2019-18224 critical in libidn2-0" in audit.render_text()
+    signed = imagegate.AuditRow.from_record(record, dag_id=dag_id, run_id="r", task_id="signed")
+    assert signed.evidence["signature"][0].endswith(f"(bundle) for {images['signed_digest']}")
 
     created = events.containers(images["repo"])
     assert [e["Actor"]["Attributes"]["image"] for e in created] == [f"{images['repo']}@{images['signed_digest']}"]

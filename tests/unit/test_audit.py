@@ -173,3 +173,43 @@ def test_the_command_line_offers_the_audit_s_verdicts() -> None:
     from imagegate import _audit, _audit_cli
 
     assert _audit_cli.VERDICTS == _audit.VERDICTS
+
+
+def test_rows_carry_the_evidence_of_the_supply_chain_checks() -> None:
+    """Who signed which digest and which signed scan decided: from the stored details, into text and JSON."""
+    value = record()
+    value["report"]["checks"] += [
+        {"check": "signature", "outcome": "pass", "mode": "enforce", "message": "signed by 1 of 1 key(s)",
+         "details": {"digest": D1, "signed_by": ["keys/team.pub"], "formats": ["bundle"]}},
+        {"check": "vulnerabilities", "outcome": "fail", "mode": "enforce", "message": "1 critical",
+         "details": {"attestation": {"format": "vuln+trivy", "scanner": "trivy 0.74.0", "scanned_at": "2026-11-29T10:00:00Z",
+                                     "signed_by": ["keys/team.pub"]},
+                     "counts": {"low": 2, "critical": 1}, "max_severity": "high",
+                     "findings": [{"id": "CVE-2099-0001", "severity": "critical", "package": "openssl", "installed": "3.0.1",
+                                   "fixed": "3.0.2"}]}},
+    ]
+    audit = row(value)
+    assert audit.evidence["signature"] == (f"signed by keys/team.pub (bundle) for {D1}",)
+    assert audit.evidence["vulnerabilities"] == (
+        "vuln+trivy scan by trivy 0.74.0 at 2026-11-29T10:00:00Z, signed by keys/team.pub",
+        "found critical 1, low 2 (max-severity high)",
+        "CVE-2099-0001 critical in openssl 3.0.1, fixed in 3.0.2",
+    )
+    text = audit.render_text()
+    assert "  evidence [signature] signed by keys/team.pub (bundle)" in text
+    assert "  evidence [vulnerabilities] CVE-2099-0001 critical in openssl 3.0.1, fixed in 3.0.2" in text
+    assert imagegate.AuditRow.from_dict(audit.to_dict()) == audit  # what the plugin's API serves reads back the same
+    assert row(record()).evidence == {}  # no supply-chain check: nothing to show
+
+
+@pytest.mark.parametrize("served", [
+    "text", ["a"], {"signature": "not a list"}, {"signature": [1, None, {"x": 1}]},
+    {"other": ["injected"], "signature": ["x" * 100_000] + ["y"] * 10_000},
+])
+def test_served_evidence_is_bounded_and_only_for_known_checks(served: Any) -> None:
+    data = row(record()).to_dict() | {"evidence": served}
+    audit = imagegate.AuditRow.from_dict(data)
+    assert set(audit.evidence) <= {"signature", "vulnerabilities"}
+    for lines in audit.evidence.values():
+        assert len(lines) <= 24 and all(isinstance(line, str) and len(line) <= 4001 for line in lines)
+    assert len(audit.render_text()) < 200_000

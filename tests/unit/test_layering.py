@@ -49,7 +49,8 @@ ALLOWED: dict[str, set[str]] = {
     "_api": {"_checks", "_cosign", "_errors", "_facts", "_policy", "_reference", "_report", "_registry", "_user",
              "_vulns"},
     "_hardening": {"_errors", "_policy"},
-    "_audit": {"_errors", "_reference", "httpx"},  # the audit: records, filters, the api-server over HTTP
+    "_evidence": set(),  # a signature / vulnerabilities result's details as readable lines (log, page, audit)
+    "_audit": {"_errors", "_evidence", "_reference", "httpx"},  # the audit: records, filters, the api-server over HTTP
     "_audit_cli": {"_audit", "_errors"},  # `imagegate audit`'s options, and the command
     "_owner": set(),  # who launched a container: the task's ids, the launching process (/proc only)
     "_gate": {
