@@ -116,6 +116,8 @@ def airflow_errors(context: Mapping[str, Any] | None = None, task_report: Report
         raise HardeningViolation(list(exc.problems), exc.runtime) from exc
     except core.LaunchMismatch as exc:
         raise LaunchMismatch(exc.expected, exc.actual, exc.container) from exc
+    except core.SparkReadBackError as exc:  # nothing that ran was verified: the task fails
+        raise AirflowException(str(exc)) from exc
 
 
 def validate_source(image: Any, lock_name: Any, job_dir: Any, repository: Any) -> None:

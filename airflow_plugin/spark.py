@@ -237,14 +237,14 @@ class PinnedSparkSubmitOperator(_SparkSubmitOperator):  # type: ignore[misc,vali
 
 
 def _verify_launch_pods(operator: Any, client: Any, namespace: str, launch_id: str, planned: Any) -> list[str]:
-    """Every pod labelled ``imagegate.dev/launch=<launch_id>`` in *namespace*, read back against *planned* (a
-    :class:`imagegate.SparkPlan`): each ran its planned digests; the names (with roles) are logged and returned."""
-    pods = client.list_namespaced_pod(namespace, label_selector=f"imagegate.dev/launch={launch_id}").items
-    checked = []
-    for pod in pods:
-        with _gate.airflow_errors():
-            role = planned.verify_pod(to_dict(pod))
-        checked.append(f"{pod.metadata.name} ({role})")
+    """Every pod of the launch in *namespace* read back against *planned* (:meth:`imagegate.SparkPlan.verify_launch`:
+    those labelled ``imagegate.dev/launch=<launch_id>`` and the executors their driver owns, at least one driver):
+    each ran its planned digests; the names (with roles) are logged and returned."""
+    labelled = client.list_namespaced_pod(namespace, label_selector=f"imagegate.dev/launch={launch_id}").items
+    executors = client.list_namespaced_pod(namespace, label_selector="spark-role=executor").items
+    with _gate.airflow_errors():
+        roles = planned.verify_launch([to_dict(pod) for pod in [*labelled, *executors]])
+    checked = [f"{name} ({role})" for name, role in roles.items()]
     operator.log.info("imagegate: %d pod(s) ran the planned digests: %s", len(checked), ", ".join(sorted(checked)))
     return checked
 

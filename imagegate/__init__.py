@@ -59,7 +59,14 @@ if TYPE_CHECKING:
         verify_container,
         verify_pod_images,
     )
-    from imagegate._spark import PinnedSparkConf, SparkPlan, SparkSpecError, pin_spark_conf, plan_spark_application
+    from imagegate._spark import (
+        PinnedSparkConf,
+        SparkPlan,
+        SparkReadBackError,
+        SparkSpecError,
+        pin_spark_conf,
+        plan_spark_application,
+    )
     from imagegate._hardening import HardeningError, docker_violations, harden_docker, harden_pod, restricted_violations
     from imagegate._owner import Launcher, TaskIdentity, spec_key
     from imagegate._gc import (
@@ -162,6 +169,7 @@ _LAZY = {
     "HardeningError": "imagegate._hardening",
     "PinnedSparkConf": "imagegate._spark",
     "SparkPlan": "imagegate._spark",
+    "SparkReadBackError": "imagegate._spark",
     "SparkSpecError": "imagegate._spark",
     "pin_spark_conf": "imagegate._spark",
     "plan_spark_application": "imagegate._spark",
@@ -301,6 +309,7 @@ __all__ = [
     "SignatureWriteError",
     "SourceError",
     "SparkPlan",
+    "SparkReadBackError",
     "SparkSpecError",
     "Status",
     "TagClass",

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-from imagegate._errors import typed_errors
+from imagegate._errors import ImagegateError, typed_errors
 from imagegate._gate import (
-    ImageSource, LaunchMismatch, LaunchPlan, SourceError, plan_launch, pod_metadata, pod_user,
+    LABEL_LAUNCH, ImageSource, LaunchMismatch, LaunchPlan, SourceError, plan_launch, pod_metadata, pod_user,
     reported_digest,
 )
 from imagegate._hardening import CONTAINER_FIELDS, HardeningError, harden_pod, restricted_violations
@@ -152,6 +152,39 @@ class SparkPlan:
                 raise HardeningError(problems, runtime="kubernetes", container=name)
         return role
 
+    def verify_launch(self, pods: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+        """Every pod of this launch among *pods* (camelCase dicts as the API server reports them), each checked with
+        :meth:`verify_pod`; returns ``{pod name: role}``.
+
+        The launch's pods are those labelled ``imagegate.dev/launch=<launch_id>`` and every pod a labelled driver
+        owns (Spark makes the driver pod the owner of its executors): an executor created without the label (a
+        template or a webhook that dropped it) is checked all the same rather than missed. Pass the launch's
+        labelled pods and the namespace's ``spark-role=executor`` pods; others are ignored. At least one driver pod
+        must be found: a read-back that finds nothing has verified nothing.
+
+        Raises:
+            SparkReadBackError: no driver pod of the launch was found.
+            LaunchMismatch: a pod runs an image not planned for it.
+            HardeningError: a pod breaks the restricted profile.
+        """
+        if not self.launch_id:
+            raise SparkReadBackError(None, 0)
+        seen: dict[str, Mapping[str, Any]] = {}
+        for pod in pods:
+            metadata = pod.get("metadata") or {}
+            seen.setdefault(str(metadata.get("uid") or metadata.get("name") or id(pod)), pod)
+        labelled = {uid: pod for uid, pod in seen.items()
+                    if ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_LAUNCH) == self.launch_id}
+        drivers = {uid for uid, pod in labelled.items()
+                   if ((pod.get("metadata") or {}).get("labels") or {}).get("spark-role") == "driver"}
+        owned = {uid: pod for uid, pod in seen.items() if uid not in labelled and any(
+            isinstance(ref, Mapping) and ref.get("uid") in drivers
+            for ref in (pod.get("metadata") or {}).get("ownerReferences") or ())}
+        if not drivers:
+            raise SparkReadBackError(self.launch_id, len(labelled))
+        return {str((pod.get("metadata") or {}).get("name")): self.verify_pod(pod)
+                for pod in [*labelled.values(), *owned.values()]}
+
     def running_digests(self, pod: Mapping[str, Any]) -> dict[str, str]:
         """``{container: digest}`` the pod's container statuses report (for the record of what ran)."""
         status = pod.get("status") or {}
@@ -166,6 +199,25 @@ class SparkPlan:
             "images": {role: {name: str(p.pinned) for name, p in plans.items()} for role, plans in self.images.items()},
             "reports": {where: p.report.to_dict() for where, p in self.plans.items()},
         }
+
+
+class SparkReadBackError(ImagegateError):
+    """The pods of a Spark launch could not be read back: no driver pod carries its launch label, so nothing that
+    ran was verified. ``.launch_id`` (None: the plan has none), ``.found``: the launch's pods that were found."""
+
+    _fields = ("launch_id", "found")
+
+    def __init__(self, launch_id: str | None, found: int) -> None:
+        self.launch_id = launch_id
+        self.found = found
+        if launch_id is None:
+            text = ("the Spark plan has no launch id, so its pods cannot be found. Fix: plan it with launch_id=… "
+                    "(plan_spark_application / pin_spark_conf)")
+        else:
+            text = (f"no driver pod labelled {LABEL_LAUNCH}={launch_id} was found ({found} other pod(s) of the launch), "
+                    "so nothing that ran was verified. Fix: keep the driver pod until the job is read back (do not "
+                    "delete it on completion) and make sure no webhook or template drops the pod template's labels")
+        super().__init__(text)
 
 
 @dataclass(frozen=True)

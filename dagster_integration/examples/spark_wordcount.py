@@ -96,13 +96,12 @@ def _verify_pods(plan: imagegate.SparkPlan, namespace: str, launch_id: str) -> d
     with config.new_client_from_config() as api_client:
         api = client.CoreV1Api(api_client)
         pods = api.list_namespaced_pod(namespace, label_selector=f"imagegate.dev/launch={launch_id}").items
-        roles = {}
-        for pod in pods:
-            try:
-                roles[pod.metadata.name] = plan.verify_pod(api_client.sanitize_for_serialization(pod))
-            except imagegate.ImagegateError as exc:
-                raise LaunchMismatch(str(exc)) from exc
-    drivers = [p for p in pods if roles[p.metadata.name] == "driver"]
+        pods += api.list_namespaced_pod(namespace, label_selector="spark-role=executor").items  # those it owns count too
+        try:
+            roles = plan.verify_launch([api_client.sanitize_for_serialization(pod) for pod in pods])
+        except imagegate.ImagegateError as exc:
+            raise LaunchMismatch(str(exc)) from exc
+    drivers = list({p.metadata.uid: p for p in pods if roles.get(p.metadata.name) == "driver"}.values())
     if len(drivers) != 1 or drivers[0].status.phase != "Succeeded":
         raise dg.Failure(f"the driver pod did not succeed: {[(p.metadata.name, p.status.phase) for p in drivers]}")
     return roles

@@ -400,3 +400,38 @@ def test_a_spec_nested_too_deep_or_containing_itself_is_refused(client: Registry
     with pytest.raises(SparkSpecError, match="more than 100 levels") as caught:
         plan_spark_application(app, client=client)
     assert caught.value.option.startswith("SparkApplication.spec.driver")
+
+
+def test_the_read_back_checks_the_launch_and_every_executor_its_driver_owns(client: RegistryClient) -> None:
+    """verify_launch: the labelled pods, and executors owned by a labelled driver even without the label (a webhook
+    dropped it); another application's pods are ignored; no driver at all is not a pass."""
+    from imagegate import SparkReadBackError
+
+    planned = plan_spark_application(full_application(), client=client, launch_id="L1")
+    driver = running_pod(planned, "driver")
+    driver["metadata"]["uid"] = "uid-driver"
+    labelled = running_pod(planned, "executor", "wordcount-exec-1")
+    labelled["metadata"]["uid"] = "uid-exec-1"
+    unlabelled = running_pod(planned, "executor", "wordcount-exec-2")
+    unlabelled["metadata"].update(uid="uid-exec-2", ownerReferences=[{"kind": "Pod", "uid": "uid-driver"}])
+    del unlabelled["metadata"]["labels"]["imagegate.dev/launch"]
+    other = copy.deepcopy(unlabelled)  # another application's executor: not this launch's to judge
+    other["metadata"].update(name="other-exec-1", uid="uid-other", ownerReferences=[{"kind": "Pod", "uid": "uid-x"}])
+    other["spec"]["containers"][0]["image"] = f"{HOST}/data/spark:latest"
+
+    pods = [driver, labelled, unlabelled, other, copy.deepcopy(labelled)]  # listed twice (both selectors): once
+    assert planned.verify_launch(pods) == {"wordcount-driver": "driver", "wordcount-exec-1": "executor",
+                                           "wordcount-exec-2": "executor"}
+
+    smuggled = copy.deepcopy(unlabelled)  # owned by the driver, no launch label, another image: caught
+    smuggled["spec"]["containers"][0]["image"] = f"{HOST}/data/spark:latest"
+    with pytest.raises(LaunchMismatch, match="wordcount-exec-2"):
+        planned.verify_launch([driver, labelled, smuggled])
+
+    with pytest.raises(SparkReadBackError, match="no driver pod labelled imagegate.dev/launch=L1") as caught:
+        planned.verify_launch([labelled, other])  # the driver is gone (or lost its label): nothing verified
+    assert caught.value.found == 1 and caught.value.launch_id == "L1"
+    with pytest.raises(SparkReadBackError, match="no driver pod"):
+        planned.verify_launch([])
+    with pytest.raises(SparkReadBackError, match="no launch id"):
+        plan_spark_application(application(), client=client).verify_launch([driver])
