@@ -233,17 +233,20 @@ class PinnedSparkSubmitOperator(_SparkSubmitOperator):  # type: ignore[misc,vali
         planned = self.imagegate_spark_plan
         namespace = str((self.conf or {}).get("spark.kubernetes.namespace") or "default")
         client = KubernetesHook(conn_id=self.kubernetes_conn_id).core_v1_client
-        return _verify_launch_pods(self, client, namespace, launch_id, planned)
+        # client mode runs the driver in this worker, not in a pod; unknown counts as cluster (a driver pod required)
+        mode = (getattr(self._hook, "_connection", None) or {}).get("deploy_mode") or self._deploy_mode
+        return _verify_launch_pods(self, client, namespace, launch_id, planned, driver_pod=mode != "client")
 
 
-def _verify_launch_pods(operator: Any, client: Any, namespace: str, launch_id: str, planned: Any) -> list[str]:
+def _verify_launch_pods(operator: Any, client: Any, namespace: str, launch_id: str, planned: Any, *,
+                        driver_pod: bool = True) -> list[str]:
     """Every pod of the launch in *namespace* read back against *planned* (:meth:`imagegate.SparkPlan.verify_launch`:
     those labelled ``imagegate.dev/launch=<launch_id>`` and the executors their driver owns, at least one driver):
     each ran its planned digests; the names (with roles) are logged and returned."""
     labelled = client.list_namespaced_pod(namespace, label_selector=f"imagegate.dev/launch={launch_id}").items
     executors = client.list_namespaced_pod(namespace, label_selector="spark-role=executor").items
     with _gate.airflow_errors():
-        roles = planned.verify_launch([to_dict(pod) for pod in [*labelled, *executors]])
+        roles = planned.verify_launch([to_dict(pod) for pod in [*labelled, *executors]], driver_pod=driver_pod)
     checked = [f"{name} ({role})" for name, role in roles.items()]
     operator.log.info("imagegate: %d pod(s) ran the planned digests: %s", len(checked), ", ".join(sorted(checked)))
     return checked

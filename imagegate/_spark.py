@@ -152,7 +152,7 @@ class SparkPlan:
                 raise HardeningError(problems, runtime="kubernetes", container=name)
         return role
 
-    def verify_launch(self, pods: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    def verify_launch(self, pods: Iterable[Mapping[str, Any]], *, driver_pod: bool = True) -> dict[str, str]:
         """Every pod of this launch among *pods* (camelCase dicts as the API server reports them), each checked with
         :meth:`verify_pod`; returns ``{pod name: role}``.
 
@@ -160,7 +160,8 @@ class SparkPlan:
         owns (Spark makes the driver pod the owner of its executors): an executor created without the label (a
         template or a webhook that dropped it) is checked all the same rather than missed. Pass the launch's
         labelled pods and the namespace's ``spark-role=executor`` pods; others are ignored. At least one driver pod
-        must be found: a read-back that finds nothing has verified nothing.
+        must be found (with ``driver_pod=False``, spark-submit's client mode, where the driver is no pod: at least
+        one pod of the launch): a read-back that finds nothing has verified nothing.
 
         Raises:
             SparkReadBackError: no driver pod of the launch was found.
@@ -180,8 +181,8 @@ class SparkPlan:
         owned = {uid: pod for uid, pod in seen.items() if uid not in labelled and any(
             isinstance(ref, Mapping) and ref.get("uid") in drivers
             for ref in (pod.get("metadata") or {}).get("ownerReferences") or ())}
-        if not drivers:
-            raise SparkReadBackError(self.launch_id, len(labelled))
+        if (driver_pod and not drivers) or not labelled:
+            raise SparkReadBackError(self.launch_id, len(labelled), driver_pod=driver_pod)
         return {str((pod.get("metadata") or {}).get("name")): self.verify_pod(pod)
                 for pod in [*labelled.values(), *owned.values()]}
 
@@ -207,12 +208,16 @@ class SparkReadBackError(ImagegateError):
 
     _fields = ("launch_id", "found")
 
-    def __init__(self, launch_id: str | None, found: int) -> None:
+    def __init__(self, launch_id: str | None, found: int, *, driver_pod: bool = True) -> None:
         self.launch_id = launch_id
         self.found = found
         if launch_id is None:
             text = ("the Spark plan has no launch id, so its pods cannot be found. Fix: plan it with launch_id=… "
                     "(plan_spark_application / pin_spark_conf)")
+        elif not driver_pod:
+            text = (f"no pod labelled {LABEL_LAUNCH}={launch_id} was found, so nothing that ran was verified. Fix: "
+                    "keep the executor pods until the job is read back (spark.kubernetes.executor.deleteOnTermination"
+                    "=false) and make sure no webhook or template drops the pod template's labels")
         else:
             text = (f"no driver pod labelled {LABEL_LAUNCH}={launch_id} was found ({found} other pod(s) of the launch), "
                     "so nothing that ran was verified. Fix: keep the driver pod until the job is read back (do not "

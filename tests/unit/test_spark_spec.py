@@ -435,3 +435,16 @@ def test_the_read_back_checks_the_launch_and_every_executor_its_driver_owns(clie
         planned.verify_launch([])
     with pytest.raises(SparkReadBackError, match="no launch id"):
         plan_spark_application(application(), client=client).verify_launch([driver])
+
+
+def test_in_client_mode_the_executors_are_the_launch(client: RegistryClient) -> None:
+    """spark-submit --deploy-mode client: the driver is the submitting process, no pod; executors must be found."""
+    from imagegate import SparkReadBackError
+
+    planned = plan_spark_application(full_application(), client=client, launch_id="L1")
+    executor = running_pod(planned, "executor", "wordcount-exec-1")
+    assert planned.verify_launch([executor], driver_pod=False) == {"wordcount-exec-1": "executor"}
+    with pytest.raises(SparkReadBackError, match="no pod labelled"):
+        planned.verify_launch([], driver_pod=False)
+    with pytest.raises(SparkReadBackError, match="no driver pod"):
+        planned.verify_launch([executor])
