@@ -222,10 +222,16 @@ def check_keys(keys: Sequence[PublicKey]) -> None:
     if len(keys) > MAX_KEYS:
         raise InvalidKey(keys[MAX_KEYS].source, f"more than {MAX_KEYS} keys")
     seen: dict[str, str] = {}
+    names: set[str] = set()
     for key in keys:
         if key.hint in seen:
             raise InvalidKey(key.source, f"is the same key as {seen[key.hint]}; each key counts once towards --required")
+        # a verified signature is credited to its key's name: two keys of one name would count one signature twice
+        if key.source in names:
+            raise InvalidKey(key.source, "names two different keys; give each key its own name "
+                                         "(PublicKey.from_pem(data, source=...)) so each counts once towards --required")
         seen[key.hint] = key.source
+        names.add(key.source)
 
 
 # -- results ---------------------------------------------------------------------------------------------------------
@@ -532,7 +538,7 @@ def _legacy(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: i
     tag = signature_tag(digest)
     try:
         layers = _tag_layers(fetch, tag, "signature")
-    except _Refused as exc:
+    except (_Refused, DocumentError) as exc:  # a malformed document: this one does not count
         checks.append(SignatureCheck("legacy", tag, problem=str(exc)))
         return
     if len(layers) > MAX_CANDIDATES:
@@ -543,7 +549,7 @@ def _legacy(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: i
         where = f"{tag} layer {index}"
         try:
             key, payload, signature = _legacy_one(fetch, layer, digest, keys)
-        except _Refused as exc:
+        except (_Refused, DocumentError) as exc:  # a malformed document: this one does not count
             checks.append(SignatureCheck("legacy", where, problem=str(exc)))
             continue
         checks.append(SignatureCheck("legacy", where, key=key.source))
@@ -621,7 +627,7 @@ def _legacy_attestations(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey]
     tag = signature_tag(digest, "att")
     try:
         layers = _tag_layers(fetch, tag, "attestation")
-    except _Refused as exc:
+    except (_Refused, DocumentError) as exc:  # a malformed document: this one does not count
         checks.append(AttestationCheck("legacy", tag, problem=str(exc)))
         return
     wanted = [(i, layer) for i, layer in enumerate(layers) if layer[3].get(LEGACY_PREDICATE_ANNOTATION) in types]
@@ -636,7 +642,7 @@ def _legacy_attestations(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey]
                 raise _Refused(f"media type {layer[0]!r} is not a DSSE envelope ({DSSE_MEDIA_TYPE})")
             data = fetch.attestation_blob(layer[1], layer[2])
             key, predicate_type, predicate, payload = _verify_envelope(data, digest, keys, types)
-        except _Refused as exc:
+        except (_Refused, DocumentError) as exc:  # a malformed document: this one does not count
             checks.append(AttestationCheck("legacy", where, annotated, problem=str(exc)))
             continue
         checks.append(AttestationCheck("legacy", where, annotated, key=key.source))
@@ -668,7 +674,7 @@ def _bundles(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: 
              checks: list[SignatureCheck], notes: list[str]) -> None:
     try:
         listed = _referrers(fetch, digest)
-    except _Refused as exc:
+    except (_Refused, DocumentError) as exc:  # a malformed document: this one does not count
         checks.append(SignatureCheck("bundle", "referrers", problem=str(exc)))
         return
     if listed is None:
@@ -690,7 +696,7 @@ def _bundles(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey], required: 
             tried += 1
             bundle = referrer.blob(fetch, MAX_PAYLOAD_BYTES)
             key = _verify_bundle(bundle, digest, keys)[0]
-        except _Refused as exc:
+        except (_Refused, DocumentError) as exc:  # a malformed document: this one does not count
             tried += 1
             checks.append(SignatureCheck("bundle", where, problem=str(exc)))
             continue
@@ -704,7 +710,7 @@ def _bundle_attestations(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey]
                          checks: list[AttestationCheck], statements: list[Statement], notes: list[str]) -> None:
     try:
         listed = _referrers(fetch, digest)
-    except _Refused as exc:
+    except (_Refused, DocumentError) as exc:  # a malformed document: this one does not count
         checks.append(AttestationCheck("bundle", "referrers", problem=str(exc)))
         return
     if listed is None:
@@ -724,7 +730,7 @@ def _bundle_attestations(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey]
         where = f"referrer {manifest_digest}"
         try:
             referrer = _referrer(fetch, manifest_digest, digest)
-        except _Refused as exc:
+        except (_Refused, DocumentError) as exc:  # a malformed document: this one does not count
             checks.append(AttestationCheck("bundle", where, None, problem=str(exc)))
             continue
         if referrer.predicate_type is None or referrer.predicate_type in types:
@@ -744,7 +750,7 @@ def _bundle_attestations(fetch: _Fetcher, digest: str, keys: Sequence[PublicKey]
         try:
             bundle = referrer.blob(fetch, MAX_ATTESTATION_BYTES)
             key, predicate_type, predicate, payload = _verify_bundle(bundle, digest, keys, types)
-        except _Refused as exc:
+        except (_Refused, DocumentError) as exc:  # a malformed document: this one does not count
             checks.append(AttestationCheck("bundle", where, annotated, problem=str(exc)))
             continue
         checks.append(AttestationCheck("bundle", where, annotated, key=key.source))
@@ -878,7 +884,7 @@ def _reverify_signature(item: dict[str, Any], digest: str,
         if item.get("kind") == "bundle":
             key = _verify_bundle(_evidence_bytes(item, "data"), digest, keys)[0]
             return SignatureCheck("bundle", where + " (cached)", key=key.source), None
-    except _Refused:
+    except (_Refused, DocumentError):
         return None, None  # stale or altered on disk: it does not count; the registry is asked
     return None, None
 
@@ -897,7 +903,7 @@ def _reverify_attestation(item: dict[str, Any], digest: str, keys: Sequence[Publ
             form = "bundle"
         else:
             return None, None
-    except _Refused:
+    except (_Refused, DocumentError):
         return None, None
     return (AttestationCheck(form, where, predicate_type, key=key.source),
             Statement(form, where, key.source, predicate_type, _sha256(payload), predicate))
@@ -940,13 +946,14 @@ def _verify_dsse(envelope: Struct, keys: Sequence[PublicKey], what: str) -> tupl
         payload_type = envelope.string("payloadType", required=True) or ""
         payload = _b64(envelope.string("payload", required=True) or "", "dsseEnvelope.payload")
         signatures = envelope.items("signatures", lambda v, p: _exact(v, _DSSE_SIGNATURE_KEYS, p), required=True)
+        if len(signatures) != 1:
+            raise _Refused(f"the DSSE envelope holds {len(signatures)} signatures; cosign writes exactly one")
+        sig = signatures[0].string("sig", required=True) or ""
     except DocumentError as exc:
         raise _Refused(f"a malformed or ambiguous {what} ({exc})") from None
-    if len(signatures) != 1:
-        raise _Refused(f"the DSSE envelope holds {len(signatures)} signatures; cosign writes exactly one")
     if payload_type != INTOTO_PAYLOAD_TYPE:
         raise _Refused(f"the DSSE payload type is {payload_type!r}, not {INTOTO_PAYLOAD_TYPE!r}")
-    signature = _b64(signatures[0].string("sig") or "", "the DSSE signature")
+    signature = _b64(sig, "the DSSE signature")
     key = _verify_with(keys, signature, pae(payload_type, payload))
     if key is None:
         raise _Refused("the signature does not verify with any of the keys (signed by another key, or altered)")

@@ -9,7 +9,7 @@ engine. Being stricter than the runtime is safe, being looser is a hole, so :fun
 refuses:
 
 - a key given twice in any object;
-- ``NaN``, ``Infinity`` (Go refuses them), invalid UTF-8 and lone surrogates (Go would replace
+- ``NaN``, ``Infinity`` and numbers out of a float64's range (Go refuses them), invalid UTF-8 and lone surrogates (Go would replace
   them with U+FFFD: the same bytes would read differently), nesting deeper than 64.
 
 and :func:`struct` — reading an object as Go reads it into a struct — refuses two keys that fold
@@ -52,6 +52,13 @@ def _constant(name: str) -> Any:
     raise DocumentError(f"{name} is not JSON (Go's decoder refuses it)")
 
 
+def _float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e400: Go's decoder refuses a number a float64 cannot hold
+        raise DocumentError(f"the number {_show(text)} is out of range (Go's decoder refuses it)")
+    return value
+
+
 def decode(data: bytes) -> Any:
     """Decode *data* strictly (see the module docstring); raise :class:`DocumentError`."""
     try:
@@ -59,7 +66,7 @@ def decode(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise DocumentError(f"not UTF-8 at byte {exc.start}") from None
     try:
-        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
+        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float)
     except DocumentError:
         raise
     except RecursionError:

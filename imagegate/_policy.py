@@ -548,7 +548,7 @@ def _images_and_keys(table: Mapping[str, Any], where: str, source: str | None,
     for i, text in enumerate(texts):
         try:
             if text.lstrip().startswith("-----BEGIN"):
-                keys.append(PublicKey.from_pem(text.encode(), f"{where}.keys[{i}]"))
+                keys.append(PublicKey.from_pem(text.encode(), f"{where}.keys[{i}] (inline PEM)"))
             else:
                 keys.append(PublicKey.load(base_dir / text))
         except InvalidKey as exc:

@@ -260,7 +260,7 @@ def _sarif_result(res: Struct, rules: Mapping[str, Struct]) -> Vulnerability | N
     if score_text is not None:
         try:
             score = float(score_text) if isinstance(score_text, (str, int, float)) and not isinstance(score_text, bool) else -1.0
-        except ValueError:
+        except (ValueError, OverflowError):  # a 400-digit integer does not fit a float: not a score
             score = -1.0
         if not 0.0 <= score <= 10.0:
             raise DocumentError(f"security-severity {_short(str(score_text), 20)!r} is not a score from 0.0 to 10.0",
@@ -272,17 +272,33 @@ def _sarif_result(res: Struct, rules: Mapping[str, Struct]) -> Vulnerability | N
     vuln_id = lines.get("Vulnerability") or rule_id
     if not vuln_id or len(vuln_id) > MAX_ID or not vuln_id.isprintable():
         raise DocumentError("the vulnerability id is not a short printable string", res.where("ruleId"))
+    # The rule id is the scanner's (Trivy: the vulnerability id; Grype: the id, "-", the package): a "Vulnerability"
+    # line that names another id came from text the scanner copied out of the image (a package's version string).
+    if vuln_id != rule_id and not rule_id.startswith(vuln_id + "-"):
+        raise DocumentError(f"the text names vulnerability {_short(vuln_id, 80)!r} but the rule is "
+                            f"{_short(rule_id, 80)!r}", res.where("message"))
     return Vulnerability(vuln_id, severity, _short(lines.get("Package", "")),
                          _short(lines.get("Installed Version", lines.get("Version", ""))), _short(fixed_line or ""),
                          None if fixed_line is None else bool(fixed_line.strip()))
 
 
 def _help_lines(text: str) -> dict[str, str]:
+    """The ``Field: value`` lines of a SARIF message or help text (Trivy and Grype write them one per ``\n``).
+
+    Split on ``\n`` only: ``str.splitlines`` also splits on U+2028, U+0085, VT, FF and more, which a package's
+    version string copied into the message can carry to forge a line ("Vulnerability …", "Fixed Version: ").
+    A field twice, or a value that is not printable, makes the finding ambiguous: refused."""
     found: dict[str, str] = {}
-    for line in text.splitlines()[:16]:
-        match = _HELP_LINE.match(line.strip())
-        if match and match[1] not in found:
-            found[match[1]] = match[2].strip()
+    for line in text.split("\n")[:16]:
+        match = _HELP_LINE.match(line.strip(" \t\r"))
+        if not match:
+            continue
+        value = match[2].strip(" \t")
+        if match[1] in found:
+            raise DocumentError(f"the field {match[1]!r} appears twice in one finding's text", "message")
+        if value and not value.isprintable():
+            raise DocumentError(f"the field {match[1]!r} holds characters that are not printable", "message")
+        found[match[1]] = value
     return found
 
 
@@ -375,6 +391,12 @@ def judge(rule: Any, candidates: Sequence[Candidate], *, image_names: Iterable[s
     if incomplete:
         return Verdict(False, f"not every vulnerability attestation could be read, so the newest is unknown: "
                               f"{incomplete[0].problem}", missing=True, details={"refused": [incomplete[0].problem]})
+    unjudgeable = [c for c in candidates if c.report is None and c.signed_by]
+    if unjudgeable:  # signed by the rule's keys, but unreadable or about another image: it may be the newest scan
+        first = unjudgeable[0]
+        return Verdict(False, f"a verified vulnerability attestation cannot be judged, so the newest scan is unknown "
+                              f"({first.where}: {first.problem})", missing=True,
+                       details={"refused": [f"{c.where}: {c.problem}" for c in unjudgeable][:MAX_LISTED]})
     usable = [c for c in candidates if c.report is not None]
     refused = [f"{c.where}: {c.problem}" for c in candidates if c.report is None]
     if not usable:
@@ -477,34 +499,36 @@ def _age_text(age: dt.timedelta | None) -> str | None:
 
 def claimed_digests(uri: str, value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(manifest digests, config digests) a report (predicate *value* of type *uri*) names for the image it scanned:
-    Trivy ``Metadata.RepoDigests`` / ``ImageID`` / ``ArtifactName``, Grype ``source.target``, SARIF run properties."""
+    Trivy ``Metadata.RepoDigests`` / ``ImageID`` / ``ArtifactName``, Grype ``source.target``, SARIF run properties.
+
+    Keys are matched case-insensitively, as the readers (and Go's decoder) match them, and every key that folds to a
+    name counts: a report spelled ``"metadata"`` or with both ``ImageID`` and ``imageid`` names all its images."""
     manifests: list[str] = []
     configs: list[str] = []
-    if not isinstance(value, dict):
-        return (), ()
-    scanner = value.get("scanner")
-    report = (scanner.get("result") if isinstance(scanner, dict) else None) if uri == VULN else value
-    if not isinstance(report, dict):
-        return (), ()
-    metadata = report.get("Metadata")
-    if isinstance(metadata, dict):  # Trivy JSON
-        manifests += _digests_in(metadata.get("RepoDigests"))
-        configs += _digests_in([metadata.get("ImageID")])
-    if isinstance(report.get("ArtifactName"), str) and "@" in report["ArtifactName"]:
-        manifests += _digests_in([report["ArtifactName"]])
-    target = report.get("source", {}).get("target") if isinstance(report.get("source"), dict) else None
-    if isinstance(target, dict):  # Grype JSON, an image source
-        manifests += _digests_in([target.get("manifestDigest")]) + _digests_in(target.get("repoDigests"))
-        configs += _digests_in([target.get("imageID")])
-        if isinstance(target.get("userInput"), str) and "@" in target["userInput"]:
-            manifests += _digests_in([target["userInput"]])
-    runs = report.get("runs")
-    for run in runs if isinstance(runs, list) else []:  # SARIF (Trivy's)
-        properties = run.get("properties") if isinstance(run, dict) else None
-        if isinstance(properties, dict):
-            manifests += _digests_in(properties.get("repoDigests"))
-            configs += _digests_in([properties.get("imageID")])
+    reports = [r for s in _fields(value, "scanner") for r in _fields(s, "result")] if uri == VULN else [value]
+    for report in (r for r in reports if isinstance(r, dict)):
+        for metadata in _fields(report, "Metadata"):  # Trivy JSON
+            manifests += [d for v in _fields(metadata, "RepoDigests") for d in _digests_in(v)]
+            configs += _digests_in(_fields(metadata, "ImageID"))
+        manifests += _digests_in([v for v in _fields(report, "ArtifactName") if isinstance(v, str) and "@" in v])
+        for target in (t for src in _fields(report, "source") for t in _fields(src, "target")):  # Grype JSON
+            manifests += _digests_in(_fields(target, "manifestDigest"))
+            manifests += [d for v in _fields(target, "repoDigests") for d in _digests_in(v)]
+            configs += _digests_in(_fields(target, "imageID"))
+            manifests += _digests_in([v for v in _fields(target, "userInput") if isinstance(v, str) and "@" in v])
+        for runs in _fields(report, "runs"):  # SARIF (Trivy's)
+            for properties in (p for run in (runs if isinstance(runs, list) else ()) for p in _fields(run, "properties")):
+                manifests += [d for v in _fields(properties, "repoDigests") for d in _digests_in(v)]
+                configs += _digests_in(_fields(properties, "imageID"))
     return tuple(dict.fromkeys(manifests)), tuple(dict.fromkeys(configs))
+
+
+def _fields(value: Any, name: str) -> list[Any]:
+    """The values of every key of object *value* that folds to *name* (none when *value* is no object)."""
+    if not isinstance(value, dict):
+        return []
+    folded = name.upper()
+    return [item for key, item in value.items() if isinstance(key, str) and key.upper() == folded]
 
 
 def _digests_in(values: Any) -> list[str]:

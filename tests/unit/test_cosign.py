@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -15,6 +16,7 @@ from imagegate._cosign import (
     MAX_CANDIDATES,
     InvalidKey,
     PublicKey,
+    check_keys,
     load_keys,
     pae,
     signature_tag,
@@ -112,6 +114,26 @@ def test_the_same_key_twice_is_refused(tmp_path) -> None:  # noqa: ANN001
         load_keys([tmp_path / "a.pub", tmp_path / "b.pub"])
     with pytest.raises(InvalidKey, match="cannot be read"):
         load_keys([tmp_path / "missing.pub"])
+
+
+def test_two_keys_of_one_name_are_refused() -> None:
+    """A verified signature is credited to its key's name: two keys named alike would count one signature twice
+    towards required = 2 (from_pem names every key "key" unless told)."""
+    first, second = PublicKey.from_pem(Signer.ecdsa().public_pem()), PublicKey.from_pem(Signer.ecdsa().public_pem())
+    with pytest.raises(InvalidKey, match="names two different keys"):
+        check_keys([first, second])
+
+
+def test_an_inline_policy_key_and_a_key_file_never_share_a_name(tmp_path) -> None:  # noqa: ANN001
+    import imagegate
+
+    inline, on_disk = Signer.ecdsa(), Signer.ecdsa()
+    (tmp_path / "signatures[0].keys[0]").write_bytes(on_disk.public_pem())  # a file named like the inline key
+    policy = imagegate.Policy.from_mapping(
+        {"signatures": [{"images": ["**"], "keys": [inline.public_pem().decode(), "signatures[0].keys[0]"],
+                         "required": 2}]}, source="p.toml", base_dir=tmp_path)
+    names = [k.source for k in policy.signatures[0].keys]
+    assert len(set(names)) == 2 and names[0] == "signatures[0].keys[0] (inline PEM)"
 
 
 def test_hint_is_base64_sha256_of_the_der_key() -> None:
@@ -431,6 +453,21 @@ def test_dsse_signature_count_and_payload_type(registry: FakeRegistry, images) -
     doc["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(signer.sign(pae("text/plain", payload))).decode()
     push_bundle(registry, REPO, one, json.dumps(doc).encode())
     assert "payload type is 'text/plain'" in verify(registry, one, [key_of(signer)], formats=("bundle",)).reason()
+
+
+@pytest.mark.parametrize("sig", [1, ["x"], None, {"a": 1}])
+def test_a_dsse_signature_that_is_not_a_string_is_refused_and_the_next_bundle_still_counts(
+    registry: FakeRegistry, images, sig: Any  # noqa: ANN001
+) -> None:
+    one, _ = images
+    signer = Signer.ecdsa()
+    hostile = json.loads(make_bundle(signer, one))
+    hostile["dsseEnvelope"]["signatures"][0]["sig"] = sig
+    push_bundle(registry, REPO, one, json.dumps(hostile).encode(), make_bundle(signer, one))
+    result = verify(registry, one, [key_of(signer)], formats=("bundle",))
+    assert result.verified  # the valid bundle beside it still verifies: one hostile referrer blocks nothing
+    refused = [c for c in result.signatures if not c.verified]
+    assert refused and "malformed or ambiguous" in refused[0].problem and ".sig" in refused[0].problem
 
 
 def test_oversized_referrer_index_is_refused(registry: FakeRegistry, images) -> None:  # noqa: ANN001

@@ -42,6 +42,8 @@ def manifest(**fields: object) -> bytes:
         ('{"a": NaN}', "NaN"),
         ('{"a": Infinity}', "Infinity"),
         ('{"a": -Infinity}', "Infinity"),
+        ('{"a": 1e400}', "out of range"),  # Go: "cannot unmarshal number 1e400 into ... float64"
+        ('{"a": -1.5e309}', "out of range"),
         ('{"a": "\\ud800"}', "surrogate"),
         ("[" * 70 + "]" * 70, "nested deeper"),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),

@@ -132,6 +132,59 @@ def test_odd_values_that_decide_refuse_the_report(kind: str, doc: Any, reason: s
         read_predicate(kind, doc)
 
 
+def _trivy_sarif_message(installed: str) -> Any:
+    def change(doc: Any) -> None:
+        result = doc["runs"][0]["results"][0]
+        rule_id = result["ruleId"]
+        result["message"]["text"] = (f"Package: libcrypto1.1\nInstalled Version: {installed}\nVulnerability {rule_id}\n"
+                                     "Severity: MEDIUM\nFixed Version: 1.1.1d-r2\nLink: [x](https://example.com)")
+    return mutate("trivy-alpine-310.sarif", change)
+
+
+@pytest.mark.parametrize("installed, reason", [
+    # a version string copied from the image, split by str.splitlines into lines that rename the finding and drop
+    # its fix (so a waiver for CVE-0000-0001 or only-fixable would let it through)
+    ("1.1.1c-r0\u2028Vulnerability CVE-0000-0001\u2028Fixed Version: ", "not printable"),
+    ("1.1.1c-r0\x85Fixed Version: ", "not printable"),
+    ("1.1.1c-r0\nFixed Version: ", "appears twice"),
+    ("1.1.1c-r0\nVulnerability CVE-0000-0001", "appears twice"),
+])
+def test_a_sarif_message_cannot_forge_a_findings_fields(installed: str, reason: str) -> None:
+    assert read_predicate(SARIF, _trivy_sarif_message("1.1.1c-r0")).vulnerabilities[0].fixable is True  # honest
+    with pytest.raises(ReportError, match=reason):
+        read_predicate(SARIF, _trivy_sarif_message(installed))
+
+
+def test_a_sarif_vulnerability_line_must_name_the_rule() -> None:
+    def change(doc: Any) -> None:
+        result = doc["runs"][0]["results"][0]
+        result["message"]["text"] = "Package: libcrypto1.1\nVulnerability CVE-0000-0001\nFixed Version: 1.1.1d-r2"
+    with pytest.raises(ReportError, match="names vulnerability 'CVE-0000-0001' but the rule is"):
+        read_predicate(SARIF, mutate("trivy-alpine-310.sarif", change))
+    grype = read_predicate(SARIF, load("grype-image.sarif"))  # Grype's rule ids are "<id>-<package>": still read
+    assert [v.id for v in grype.vulnerabilities] == ["CVE-1999-0001", "CVE-1999-0002"]
+
+
+def test_a_score_too_large_for_a_float_is_not_a_score() -> None:
+    doc = mutate("grype-image.sarif", _set(["runs", 0, "tool", "driver", "rules", 0, "properties", "security-severity"],
+                                           10**400))
+    with pytest.raises(ReportError, match="not a score"):
+        read_predicate(SARIF, doc)
+
+
+def test_claimed_digests_match_keys_as_the_readers_do() -> None:
+    from imagegate._vulns import claimed_digests
+
+    other = "sha256:" + "e" * 64
+    doc = load("trivy-debian-buster.json")
+    doc["metadata"] = {"repoDigests": [f"registry.test/team/app@{other}"], "imageid": other}  # lower-case spelling
+    doc.pop("Metadata", None)
+    manifests, configs = claimed_digests(TRIVY, doc)
+    assert manifests == (other,) and configs == (other,)
+    both = {"Metadata": {"ImageID": "sha256:" + "a" * 64}, "metadata": {"imageID": other}}  # every spelling counts
+    assert set(claimed_digests(TRIVY, both)[1]) == {"sha256:" + "a" * 64, other}
+
+
 def test_unknown_predicate_type_and_unread_extra_fields() -> None:
     with pytest.raises(ReportError, match="not a vulnerability report type"):
         read_predicate("https://example.com/other", {})
@@ -224,6 +277,22 @@ def test_missing_is_its_own_outcome() -> None:
     refused = Candidate(None, TRIVY, "legacy sha256-x.att layer 0", (), "the signature does not verify")
     verdict = judge(rule(), [refused], image_names=NAMES, now=NOW, today=NOW.date())
     assert verdict.missing and "the signature does not verify" in verdict.message
+
+
+def test_a_verified_report_that_cannot_be_judged_refuses_rather_than_an_older_one_deciding() -> None:
+    """Signed by the rule's keys but unreadable (or about another image): it may be the newest scan, so an older
+    clean one does not decide."""
+    clean = load("trivy-debian-buster.json")
+    clean["Results"][0]["Vulnerabilities"] = []
+    older_clean = Candidate(read_predicate(TRIVY, clean), TRIVY, "old", ("ci.pub",))
+    assert judge(rule(), [older_clean], image_names=NAMES, now=NOW, today=NOW.date()).ok
+    unreadable = Candidate(None, TRIVY, "bundle referrer sha256:new", ("ci.pub",),
+                           "a verified attestation whose report cannot be read (SchemaVersion 3 is not 2)")
+    verdict = judge(rule(), [older_clean, unreadable], image_names=NAMES, now=NOW, today=NOW.date())
+    assert not verdict.ok and verdict.missing and "newest scan is unknown" in verdict.message
+    assert "SchemaVersion 3" in verdict.details["refused"][0]
+    unsigned = Candidate(None, TRIVY, "legacy x.att layer 0", (), "the signature does not verify")  # counts nothing
+    assert judge(rule(), [older_clean, unsigned], image_names=NAMES, now=NOW, today=NOW.date()).ok
 
 
 def waived(expires: str, images: list[str] | None = None) -> Any:
