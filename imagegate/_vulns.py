@@ -248,7 +248,7 @@ def _sarif_result(res: Struct, rules: Mapping[str, Struct]) -> Vulnerability | N
     # Installed Version, Fixed Version) comes first; the rule's help text fills in what the message lacks (Grype).
     lines = _help_lines((res.struct("message") or Struct({}, "")).string("text") or "")
     help_ = rule.struct("help")
-    for key, text in _help_lines((help_.string("text") if help_ is not None else None) or "").items():
+    for key, text in _help_lines((help_.string("text") if help_ is not None else None) or "", strict=False).items():
         lines.setdefault(key, text)
     named = [t for t in tags if t in SEVERITIES]
     if "Severity" in lines:
@@ -282,18 +282,23 @@ def _sarif_result(res: Struct, rules: Mapping[str, Struct]) -> Vulnerability | N
                          None if fixed_line is None else bool(fixed_line.strip()))
 
 
-def _help_lines(text: str) -> dict[str, str]:
-    """The ``Field: value`` lines of a SARIF message or help text (Trivy and Grype write them one per ``\n``).
+def _help_lines(text: str, *, strict: bool = True) -> dict[str, str]:
+    """The ``Field: value`` lines of a SARIF result's message (*strict*) or a rule's help text (Trivy and Grype
+    write them one per ``\n``).
 
     Split on ``\n`` only: ``str.splitlines`` also splits on U+2028, U+0085, VT, FF and more, which a package's
-    version string copied into the message can carry to forge a line ("Vulnerability …", "Fixed Version: ").
-    A field twice, or a value that is not printable, makes the finding ambiguous: refused."""
+    version string the scanner copies into the message can carry to forge a line ("Vulnerability …",
+    "Fixed Version: "). In a message a field twice, or a value that is not printable, makes the finding ambiguous:
+    refused. A rule's help text comes from the vulnerability database and ends in the advisory's free text: there
+    the first line of each field counts and the rest is ignored."""
     found: dict[str, str] = {}
     for line in text.split("\n")[:16]:
         match = _HELP_LINE.match(line.strip(" \t\r"))
         if not match:
             continue
         value = match[2].strip(" \t")
+        if (match[1] in found or (value and not value.isprintable())) and not strict:
+            continue
         if match[1] in found:
             raise DocumentError(f"the field {match[1]!r} appears twice in one finding's text", "message")
         if value and not value.isprintable():

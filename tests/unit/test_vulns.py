@@ -356,3 +356,12 @@ def _pem() -> str:
     from tests.support.cosign import Signer
 
     return Signer.ecdsa().public_pem().decode()
+
+
+def test_an_advisory_text_in_a_rules_help_that_repeats_a_field_is_not_a_refusal() -> None:
+    """The help text ends in the advisory's own words, which may hold a "Severity: …" line: the first one counts."""
+    def change(doc: Any) -> None:
+        help_ = doc["runs"][0]["tool"]["driver"]["rules"][0]["help"]
+        help_["text"] += "\nSeverity: LOW (as the vendor rated it)\nPackage: \u200bsomething"
+    report = read_predicate(SARIF, mutate("trivy-alpine-310.sarif", change))
+    assert ids(report) == ids(read_predicate(SARIF, load("trivy-alpine-310.sarif")))
