@@ -22,6 +22,14 @@ away the host               of the engine's socket, ``/``,        restricted pro
                             (``allowed-host-paths``)
 non-root user               the checked user (``non-root``)       ``runAsNonRoot: true``, ``runAsUser`` the
                                                                   image's numeric uid when unset
+the baseline's other rules  — (see confinement kept)             refused: an SELinux type other than
+                                                                  ``container_t``/``_init_t``/``_kvm_t`` or a
+                                                                  user/role, a ``procMount`` other than
+                                                                  ``Default``, an AppArmor profile other than
+                                                                  RuntimeDefault/Localhost (field or
+                                                                  annotation), a seccomp annotation other than
+                                                                  runtime/default or localhost/*, an unsafe
+                                                                  sysctl, ``hostProcess``, a probe's ``host``
 ==========================  ===================================  ============================================
 
 After the engine created a Docker container, :func:`docker_violations` and :func:`mount_violations`
@@ -46,12 +54,39 @@ from imagegate._policy import Policy
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 RUNTIME_DEFAULT = {"type": "RuntimeDefault"}
+#: check_restrictedVolumes.go; 1.31 adds ``image``, left out here (see :data:`PSA_SOURCE`).
 ALLOWED_VOLUME_TYPES = frozenset(
     {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
 )
 ALLOWED_SECCOMP = frozenset({"RuntimeDefault", "Localhost"})
 RESTRICTED_ADDABLE = frozenset({"NET_BIND_SERVICE"})
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+#: Where the Kubernetes rules below come from: pod-security-admission's checks, read at this commit, which holds
+#: every release's version of each rule. Each allowed list is the narrowest any release from 1.28 (the test
+#: cluster's) to 1.37 accepts, and each rule added since (probe hosts, 1.34) applies: never looser than one of them.
+PSA_SOURCE = "k8s.io/pod-security-admission/policy/check_*.go, kubernetes/pod-security-admission 8f84a87 (v0.37.0-alpha)"
+#: check_seLinuxOptions.go: "", container_t, container_init_t, container_kvm_t; 1.31 adds container_engine_t,
+#: left out here so that no release from 1.28 on is looser than imagegate.
+SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
+#: check_sysctls.go: the safe sysctls of 1.27 and 1.28 (1.0 had the first five; 1.27 added
+#: ip_local_reserved_ports). Later releases allow more — 1.29 tcp_keepalive_time, tcp_fin_timeout,
+#: tcp_keepalive_intvl, tcp_keepalive_probes; 1.32 tcp_rmem, tcp_wmem; 1.37 tcp_slow_start_after_idle,
+#: tcp_notsent_lowat — left out here so that no release from 1.28 on is looser than imagegate.
+SAFE_SYSCTLS = frozenset({
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+})
+ALLOWED_APPARMOR = frozenset({"RuntimeDefault", "Localhost"})  # check_appArmorProfile.go
+APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"  # + container name
+SECCOMP_POD_ANNOTATION = "seccomp.security.alpha.kubernetes.io/pod"  # check_seccompProfile_baseline.go (1.0)
+SECCOMP_CONTAINER_ANNOTATION = "container.seccomp.security.alpha.kubernetes.io/"  # + container name
+_PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+# spec.hostUsers has no rule: false (a user namespace) only relaxes procMount, runAsNonRoot and runAsUser from
+# 1.35, a relaxation not taken here; true is the default.
 _WEAKENING_OPTS = ("seccomp=unconfined", "seccomp:unconfined", "apparmor=unconfined", "apparmor:unconfined",
                    "label=disable", "label:disable", "systempaths=unconfined")
 _NAMESPACE_OPTIONS = ("pid_mode", "ipc_mode", "uts_mode", "userns_mode")
@@ -454,10 +489,13 @@ def harden_pod(pod: Mapping[str, Any], policy: Policy, *, uid: int | None = None
 
 
 def restricted_violations(pod: Mapping[str, Any], policy: Policy | None = None) -> list[str]:
-    """Every rule of Kubernetes' *restricted* Pod Security Standard (v1.30, baseline included) that
-    *pod* breaks, one sentence each naming the container and the field (empty when it passes).
+    """Every rule of Kubernetes' *restricted* Pod Security Standard, baseline included, that *pod* (a
+    camelCase dict: ``spec``, and ``metadata.annotations`` where AppArmor and seccomp annotations live)
+    breaks, one sentence each naming the field (empty when it passes).
 
-    With a *policy*, added capabilities must also be listed in its ``allowed-capabilities``.
+    The rules and allowed values are pod-security-admission's (see :data:`PSA_SOURCE`), at the narrowest
+    any release from 1.28 to 1.37 accepts. With a *policy*, added capabilities must also be listed in its
+    ``allowed-capabilities``.
     """
     spec = pod.get("spec") or {}
     pod_sc = spec.get("securityContext") or {}
@@ -471,9 +509,15 @@ def restricted_violations(pod: Mapping[str, Any], policy: Policy | None = None) 
             problems.append(f"volume {volume.get('name')!r} uses {sorted(kinds - ALLOWED_VOLUME_TYPES)}, not allowed")
     if pod_sc.get("runAsUser") == 0:
         problems.append("spec.securityContext.runAsUser must not be 0")
-    pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
-    if pod_seccomp is not None and pod_seccomp not in ALLOWED_SECCOMP:
-        problems.append(f"spec.securityContext.seccompProfile.type {pod_seccomp!r} must be RuntimeDefault or Localhost")
+    if pod_sc.get("runAsNonRoot") is False:  # even when every container sets true (check_runAsNonRoot.go)
+        problems.append("spec.securityContext.runAsNonRoot must not be false. Fix: set it true or leave it unset")
+    if pod_sc.get("seccompProfile") is not None:
+        pod_seccomp = _type_of(pod_sc["seccompProfile"])
+        if pod_seccomp not in ALLOWED_SECCOMP:
+            problems.append(f"spec.securityContext.seccompProfile.type {pod_seccomp!r} must be RuntimeDefault or Localhost")
+    problems.extend(_context_violations(pod_sc, "spec.securityContext"))
+    problems.extend(_sysctl_violations(pod_sc.get("sysctls")))
+    problems.extend(_annotation_violations((pod.get("metadata") or {}).get("annotations")))
     allowed = RESTRICTED_ADDABLE if policy is None else RESTRICTED_ADDABLE & set(policy.allowed_capabilities)
     for field in CONTAINER_FIELDS:
         for container in spec.get(field) or []:
@@ -490,9 +534,10 @@ def _container_violations(container: Mapping[str, Any], pod_sc: Mapping[str, Any
     if sc.get("allowPrivilegeEscalation") is not False:
         problems.append(f"{where}.securityContext.allowPrivilegeEscalation must be false")
     caps = sc.get("capabilities") or {}
-    if "ALL" not in {capability(c) for c in caps.get("drop") or []}:
+    # compared as the admission compares them, exactly: "all" or "CAP_NET_BIND_SERVICE" is not what it allows
+    if "ALL" not in list(caps.get("drop") or []):
         problems.append(f"{where}.securityContext.capabilities.drop must include ALL")
-    added = {capability(c) for c in caps.get("add") or []} - set(addable)
+    added = {str(c) for c in caps.get("add") or []} - set(addable)
     if added:
         problems.append(
             f"{where}.securityContext.capabilities.add may hold only NET_BIND_SERVICE, and only when the policy "
@@ -503,10 +548,92 @@ def _container_violations(container: Mapping[str, Any], pod_sc: Mapping[str, Any
         problems.append(f"{where}: runAsNonRoot must be true (container or pod securityContext)")
     if sc.get("runAsUser") == 0:
         problems.append(f"{where}.securityContext.runAsUser must not be 0")
-    seccomp = (sc.get("seccompProfile") or {}).get("type") or (pod_sc.get("seccompProfile") or {}).get("type")
-    if seccomp not in ALLOWED_SECCOMP:
+    if sc.get("seccompProfile") is not None:  # a container's own profile is judged, not its pod's
+        seccomp = _type_of(sc["seccompProfile"])
+        if seccomp not in ALLOWED_SECCOMP:
+            problems.append(f"{where}.securityContext.seccompProfile.type {seccomp!r} must be RuntimeDefault or Localhost")
+    elif _type_of(pod_sc.get("seccompProfile")) not in ALLOWED_SECCOMP:
         problems.append(f"{where}: seccompProfile.type must be RuntimeDefault or Localhost (container or pod)")
+    problems.extend(_context_violations(sc, f"{where}.securityContext"))
+    proc_mount = sc.get("procMount")
+    if proc_mount is not None and proc_mount != "Default":
+        problems.append(f"{where}.securityContext.procMount {proc_mount!r} unmasks /proc. Fix: remove it (or set Default)")
     for port in container.get("ports") or []:
         if port.get("hostPort"):
             problems.append(f"{where}.ports: hostPort must be unset or 0")
+    problems.extend(_probe_host_violations(container, where))
+    return problems
+
+
+def _type_of(profile: Any) -> Any:
+    """The ``type`` of a seccomp or AppArmor profile object (None when unset or not an object)."""
+    return profile.get("type") if isinstance(profile, Mapping) else None
+
+
+def _context_violations(sc: Mapping[str, Any], where: str) -> list[str]:
+    """The baseline rules a pod's and a container's securityContext share: SELinux options, AppArmor
+    profile, Windows host process."""
+    problems: list[str] = []
+    selinux = sc.get("seLinuxOptions")
+    if selinux is not None:
+        selinux = selinux if isinstance(selinux, Mapping) else {"type": selinux}
+        if (selinux.get("type") or "") not in SELINUX_TYPES:
+            problems.append(f"{where}.seLinuxOptions.type {selinux.get('type')!r} is not one of container_t, "
+                            "container_init_t, container_kvm_t. Fix: remove it")
+        for key in ("user", "role"):
+            if selinux.get(key):
+                problems.append(f"{where}.seLinuxOptions.{key} must not be set. Fix: remove it")
+    if sc.get("appArmorProfile") is not None:
+        kind = _type_of(sc["appArmorProfile"])
+        if kind not in ALLOWED_APPARMOR:
+            problems.append(f"{where}.appArmorProfile.type {kind!r} must be RuntimeDefault or Localhost. Fix: remove "
+                            "it (the runtime's default profile applies)")
+    windows = sc.get("windowsOptions")
+    if windows and (not isinstance(windows, Mapping) or windows.get("hostProcess")):
+        problems.append(f"{where}.windowsOptions.hostProcess must be unset or false (a host process is the host). "
+                        "Fix: remove it")
+    return problems
+
+
+def _sysctl_violations(sysctls: Any) -> list[str]:
+    problems: list[str] = []
+    for index, sysctl in enumerate(sysctls or ()):
+        name = sysctl.get("name") if isinstance(sysctl, Mapping) else sysctl
+        if name not in SAFE_SYSCTLS:
+            problems.append(f"spec.securityContext.sysctls[{index}].name {name!r} is not a safe sysctl (allowed: "
+                            f"{', '.join(sorted(SAFE_SYSCTLS))}). Fix: remove it")
+    return problems
+
+
+def _annotation_violations(annotations: Any) -> list[str]:
+    """AppArmor and (alpha) seccomp profiles set by annotation: the kubelet and the API server still read
+    them, so ``unconfined`` there is what ``Unconfined`` is in the fields."""
+    problems: list[str] = []
+    for key, value in (annotations.items() if isinstance(annotations, Mapping) else ()):
+        key = str(key)
+        if key.startswith(APPARMOR_ANNOTATION) and not (
+                isinstance(value, str) and (value in ("", "runtime/default") or value.startswith("localhost/"))):
+            problems.append(f"metadata.annotations[{key!r}] {value!r} must be runtime/default or localhost/<profile>. "
+                            "Fix: remove the annotation")
+        seccomp = key == SECCOMP_POD_ANNOTATION or key.startswith(SECCOMP_CONTAINER_ANNOTATION)
+        if seccomp and not (isinstance(value, str) and (
+                value in ("runtime/default", "docker/default") or value.startswith("localhost/"))):
+            problems.append(f"metadata.annotations[{key!r}] {value!r} must be runtime/default or localhost/<profile>. "
+                            "Fix: remove the annotation (the seccompProfile field replaces it)")
+    return problems
+
+
+def _probe_host_violations(container: Mapping[str, Any], where: str) -> list[str]:
+    """check_hostProbesAndhostLifecycle.go (1.34): a probe or lifecycle handler must not name a ``host``,
+    which would make the kubelet connect from the node to any address it is given."""
+    handlers = [(name, container.get(name)) for name in _PROBES]
+    lifecycle = container.get("lifecycle") or {}
+    handlers += [(f"lifecycle.{name}", lifecycle.get(name)) for name in ("postStart", "preStop")]
+    problems: list[str] = []
+    for name, handler in handlers:
+        for kind in ("httpGet", "tcpSocket"):
+            action = (handler or {}).get(kind) or {}
+            if action.get("host"):
+                problems.append(f"{where}.{name}.{kind}.host {action['host']!r} must be unset. Fix: remove it (the "
+                                "kubelet then probes the pod's own IP)")
     return problems
