@@ -132,12 +132,19 @@ class PasswdLookup:
     problem: str | None = None
 
 
+#: What Go's ``bytes.TrimSpace`` trims (``unicode.IsSpace``): ASCII white space, U+0085, U+00A0 and the Unicode
+#: White_Space characters. Not Python's ``str.strip()``: it also trims U+001C..U+001F, which Go keeps in the name —
+#: either difference would let a line such as "\u00a0app:x:0:0" name a different user to imagegate than to Docker.
+GO_SPACE = ("\t\n\v\f\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+            "\u2028\u2029\u202f\u205f\u3000")
+
+
 def parse_passwd(text: str) -> tuple[PasswdEntry, ...]:
-    """``/etc/passwd`` lines as runc reads them (``ParsePasswdFilter``): each line trimmed, blank
-    lines skipped, fields split on ``:``, numeric fields through ``Atoi`` with errors read as 0."""
+    """``/etc/passwd`` lines as runc reads them (``ParsePasswdFilter``): each line trimmed as Go trims it
+    (:data:`GO_SPACE`), blank lines skipped, fields split on ``:``, numeric fields through ``Atoi`` with errors read as 0."""
     entries: list[PasswdEntry] = []
     for raw in text.split("\n"):
-        line = raw.strip(" \t\r\n\v\f")
+        line = raw.strip(GO_SPACE)
         if not line:
             continue
         parts = line.split(":")

@@ -40,10 +40,15 @@ PASSWD = "\n".join(
         "  lead:x:1001:0::/:/bin/sh  ",  # the line is trimmed: 'lead' is uid 1001
         "dup:x:1002:0::/:/bin/sh",
         "dup:x:0:0::/:/bin/sh",  # the first match wins
+        "\u00a0nb:x:0:0::/:/bin/sh",  # Go's TrimSpace trims U+00A0 too: this line is 'nb', uid 0, and it comes first
+        "nb:x:1003:0::/:/bin/sh",
+        "\x1cfs:x:0:0::/:/bin/sh",  # U+001C is no space to Go (Python's str.strip would trim it): not 'fs'
+        "fs:x:1004:0::/:/bin/sh",
         "",
     ]
 )
-NAMES = ["root", "Root", "app", "nobody", "toor", "evil", "big", "junk", "plus", "neg", "sp", "lead", "dup", "ghost"]
+NAMES = ["root", "Root", "app", "nobody", "toor", "evil", "big", "junk", "plus", "neg", "sp", "lead", "dup", "nb", "fs",
+         "ghost"]
 NUMBERS = ["0", "1000", "65534", "2147483647", "2147483648", "4294967296", "4294968296"]
 
 

@@ -94,3 +94,14 @@ def test_passwd_is_read_like_runc() -> None:
     assert resolve_name("short", entries).uid == 0  # type: ignore[union-attr]
     assert runtime_uid(resolve_name("wrap", entries).uid) == 0  # type: ignore[union-attr]
     assert resolve_name("ghost", entries) is None
+
+
+@pytest.mark.parametrize("space, trimmed", [
+    ("\u00a0", True), ("\u0085", True), ("\u2028", True), ("\u3000", True), ("\u2009", True),  # Go's unicode.IsSpace
+    ("\x1c", False), ("\x1f", False), ("\u200b", False), ("\ufeff", False),  # Python's isspace or "invisible": not Go's
+])
+def test_passwd_lines_are_trimmed_exactly_as_go_trims_them(space: str, trimmed: bool) -> None:
+    """moby/sys/user trims each line with bytes.TrimSpace: a line "<space>app:x:0:0" before the real app line is
+    app (uid 0) to Docker exactly when Go counts <space> as white space."""
+    entries = parse_passwd(f"{space}app:x:0:0::/:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n")
+    assert resolve_name("app", entries).uid == (0 if trimmed else 1000)  # type: ignore[union-attr]
