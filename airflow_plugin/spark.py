@@ -7,10 +7,12 @@ applied): ``imagegate.plan_spark_application`` checks and pins every image (``sp
 executor's images, sidecars, init containers, pod templates, image confs) and applies the restricted
 profile, and the pinned body is what the provider creates. A refusal creates no custom resource. The
 driver pod is checked against the plan when it starts; every driver and executor pod of the job when it
-ends (executor pods are kept until then: ``deleteOnTermination: false``, removed with the application).
+ends (executor pods are kept until then: the gate writes ``deleteOnTermination: false`` and refuses ``true``; they
+are removed with the application).
 
 ``PinnedSparkSubmitOperator`` pins the conf (``imagegate.pin_spark_conf``: the image confs, restricted pod
-templates for driver and executor) in ``execute`` before the hook builds the spark-submit command.
+templates for driver and executor) in ``execute`` before the hook builds the spark-submit command; ``env_vars``,
+which the hook passes as ``--conf spark.kubernetes.driverEnv.NAME=VALUE``, are checked as those confs.
 
 Both push the ``imagegate`` XCom (the driver's report, every other image's under ``helpers``) and log the
 reports, like ``ImagegateKubernetesPodOperator``.
@@ -88,8 +90,7 @@ class PinnedSparkKubernetesOperator(SparkKubernetesOperator):
             body.setdefault("spec", {})["image"] = self.image
         if self.code_path:
             body.setdefault("spec", {})["mainApplicationFile"] = self.code_path
-        executor = body.setdefault("spec", {}).setdefault("executor", {})
-        executor.setdefault("deleteOnTermination", False)  # kept until checked; removed with the application
+        # executors are kept until checked: plan_spark_application refuses deleteOnTermination: true and writes false
         try:
             with _gate.airflow_errors(context):
                 planned = core.plan_spark_application(
@@ -199,7 +200,9 @@ class PinnedSparkSubmitOperator(_SparkSubmitOperator):  # type: ignore[misc,vali
         core = _gate._core()
         files = [path for path in (self.properties_file, _spark_defaults()) if path and Path(path).is_file()]
         launch_id = uuid.uuid4().hex
-        conf = {"spark.kubernetes.executor.deleteOnTermination": "false", **dict(self.conf or {})}
+        # the hook turns env_vars into --conf spark.kubernetes.driverEnv.NAME=VALUE after the conf (so they win): the
+        # gate checks them as those confs (SPARK_SUBMIT_OPTS, JAVA_TOOL_OPTIONS… are JVM options of the driver)
+        conf = {**dict(self.conf or {}), **_driver_env_confs(self.env_vars)}
         try:
             with _gate.airflow_errors(context):
                 pinned = core.pin_spark_conf(
@@ -226,8 +229,8 @@ class PinnedSparkSubmitOperator(_SparkSubmitOperator):  # type: ignore[misc,vali
     def verify_application_pods(self, launch_id: str) -> list[str]:
         """Every driver and executor pod of this launch (found by its ``imagegate.dev/launch`` label, in the
         namespace the conf names, through the Kubernetes connection's kubeconfig): each ran its planned digests.
-        Executor pods are kept for this (``spark.kubernetes.executor.deleteOnTermination=false`` unless the conf
-        says otherwise); they go with the driver pod, which owns them."""
+        Executor pods are kept for this (the gate writes ``spark.kubernetes.executor.deleteOnTermination=false`` and
+        refuses ``true``); they go with the driver pod, which owns them."""
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
         planned = self.imagegate_spark_plan
@@ -250,6 +253,12 @@ def _verify_launch_pods(operator: Any, client: Any, namespace: str, launch_id: s
     checked = [f"{name} ({role})" for name, role in roles.items()]
     operator.log.info("imagegate: %d pod(s) ran the planned digests: %s", len(checked), ", ".join(sorted(checked)))
     return checked
+
+
+def _driver_env_confs(env_vars: Any) -> dict[str, str]:
+    """The confs the apache-spark hook makes of ``env_vars`` for a ``k8s://`` master
+    (``spark.kubernetes.driverEnv.NAME=VALUE``), for the gate to check as such."""
+    return {f"spark.kubernetes.driverEnv.{name}": str(value) for name, value in dict(env_vars or {}).items()}
 
 
 def _spark_defaults() -> str | None:

@@ -18,10 +18,14 @@ restricted profile (:func:`~imagegate.harden_pod`):
   read, their images pinned, the restricted context applied, and new files written (Spark merges them
   into the pods it builds).
 
-What neither door can see — application code that sets an image conf at run time, an ``envFrom`` that
-injects ``-D`` options — is what :meth:`SparkPlan.verify_pod` is for: every driver and executor pod the
-job created, read back from the API server, must run the planned digests (its container statuses'
-``imageID``) under the restricted profile.
+Settings that would reach around the gate are read as Spark reads them and refused: ``-D`` java options
+(split as Spark's launcher splits them, :func:`parse_option_string`), properties files (read as
+java.util.Properties reads them, :func:`read_properties`), the environment the JVM takes options from, labels
+under ``imagegate.dev/``, and executors deleted on termination (both doors write ``deleteOnTermination``
+false). What neither door can see — application code that sets an image conf at run time, a webhook that
+rewrites the pods — is what :meth:`SparkPlan.verify_pod` is for: every driver and executor pod the job
+created, read back from the API server, must run the planned digests (its container statuses' ``imageID``)
+under the restricted profile.
 
 Refusals, before anything exists: :class:`~imagegate.CheckFailed` (an image; ``.role`` names its field),
 :class:`~imagegate.HardeningError` (the restricted profile), :class:`SparkSpecError` (a field or conf this
@@ -36,6 +40,7 @@ import json
 import os
 import re
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
@@ -62,15 +67,30 @@ TEMPLATE_CONTAINER_CONF = {role: f"spark.kubernetes.{role}.podTemplateContainerN
 IMAGE_CONFS = frozenset({IMAGE_CONF, *ROLE_IMAGE_CONF.values()})
 #: Confs whose names contain "image" but name no image.
 _NOT_IMAGES = frozenset({"spark.kubernetes.container.image.pullPolicy", "spark.kubernetes.container.image.pullSecrets"})
-#: A value that smuggles a Spark Kubernetes image, template or pod-rewriting setting (``-Dspark.kubernetes…``).
-_SMUGGLED = re.compile(r"spark\.kubernetes\.[^\s=]*?(image|podtemplate|featuresteps)", re.IGNORECASE)
+#: A value that smuggles a Spark Kubernetes image, template, pod-rewriting or volume setting (``-Dspark.kubernetes…``),
+#: searched for once quotes and backslashes are removed (Spark's launcher removes them from java options).
+_SMUGGLED = re.compile(r"spark\.kubernetes\.[^\s=]*?(image|podtemplate|featuresteps|volumes)", re.IGNORECASE)
 _FEATURE_STEPS = re.compile(r"^spark\.kubernetes\.(driver|executor)\.pod\.featuresteps$", re.IGNORECASE)
 _HOST_VOLUMES = re.compile(r"^spark\.kubernetes\.(driver|executor)\.volumes\.(hostpath|nfs)\.", re.IGNORECASE)
+#: The gate's own pod labels and annotations (``imagegate.dev/launch``…): the read-back finds the pods by them.
+GATE_PREFIX = "imagegate.dev/"
+#: Confs that put a label or annotation on the pods or services (Spark lays them over the template's).
+_GATE_METADATA_CONF = re.compile(r"^spark\.kubernetes\..*\.(label|annotation)\.imagegate\.dev/", re.IGNORECASE)
+DELETE_ON_TERMINATION = "spark.kubernetes.executor.deleteOnTermination"
+#: Environment variables the JVM (or Spark's launcher, for SPARK_SUBMIT_OPTS) reads as JVM options: a
+#: ``-Dspark.…=…`` in one sets a conf of the driver that creates the executor pods.
+JVM_OPTION_ENV = frozenset({"SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS"})
+#: Confs that set an environment variable of the driver or executor pods (``spark.kubernetes.driverEnv.NAME``).
+_ENV_CONF = re.compile(r"^(spark\.kubernetes\.driverEnv|spark\.executorEnv|spark\.yarn\.appMasterEnv)\.(.*)$",
+                       re.IGNORECASE | re.DOTALL)
+#: The confs imagegate pins or writes itself: a ``-D`` option that sets one is a second, unpinned value.
+_GATE_CONFS = frozenset({*IMAGE_CONFS, *TEMPLATE_FILE_CONF.values(), *TEMPLATE_CONTAINER_CONF.values()})
 #: SparkApplication maps whose keys are free-form (label, annotation and env names): never image fields.
 _FREE_FORM = frozenset({"labels", "annotations", "serviceAnnotations", "serviceLabels", "nodeSelector", "hadoopConf",
                         "envVars", "envSecretKeyRefs", "batchSchedulerOptions", "metadata"})
 _IMAGE_KEY_OK = frozenset({"imagePullPolicy", "imagePullSecrets"})
 MAX_TEMPLATE_BYTES = 1 << 20
+MAX_PROPERTIES_BYTES = 4 << 20
 #: Bounds on a SparkApplication or pod template the gate walks. A real one has a few hundred values, nested
 #: twenty deep; a dict that shares one list many times (what a YAML loader that follows aliases builds) would be
 #: walked, then serialised to the API server, once per reference: 25 shared levels are 33 million values.
@@ -251,47 +271,310 @@ def conf_problems(conf: Mapping[str, Any], *, where: str, template_files: bool) 
     Refused: a conf under ``spark.kubernetes.`` that names an image, template or container image it does
     not know (Spark's keys are case-sensitive: a misspelt one is ambiguous, not harmless); pod feature steps
     (classes that rewrite the pod after the templates); ``hostPath`` and ``nfs`` volumes (the restricted
-    profile forbids them); a value that embeds such a setting (``-Dspark.kubernetes…image=…`` in java
-    options or an environment variable); and, unless *template_files*, a pod template file (the
-    SparkApplication's own ``template`` fields are what the gate reads).
+    profile forbids them); a label or annotation under ``imagegate.dev/`` (Spark lays conf labels over the
+    template's: it would replace the gate's and hide the pods from the read-back); executors deleted on
+    termination (gone before the read-back); a key with ``=`` (spark-submit splits ``--conf`` there); a value
+    that embeds such a setting (``-Dspark.kubernetes…`` in java options or an environment variable, each ``-D``
+    option checked as a conf entry of its own: :func:`java_option_problems`); and, unless *template_files*, a
+    pod template file (the SparkApplication's own ``template`` fields are what the gate reads).
     """
     problems: list[tuple[str, str]] = []
     for key, value in conf.items():
-        key = str(key)
-        at = f"{where}[{key!r}]"
-        lowered = key.lower()
-        if key in IMAGE_CONFS or key in _NOT_IMAGES or key in TEMPLATE_CONTAINER_CONF.values():
-            pass
-        elif key in TEMPLATE_FILE_CONF.values():
-            if not template_files:
-                problems.append((at, "a pod template file is read by the spark-operator from its own disk, which the "
-                                     "gate cannot see. Fix: put the template under spec.driver.template / "
-                                     "spec.executor.template"))
-        elif _FEATURE_STEPS.match(key):
-            problems.append((at, "pod feature steps rewrite the pods after the gate (any image, any security "
-                                 "context). Fix: remove it; use a pod template"))
-        elif _HOST_VOLUMES.match(key):
-            problems.append((at, "hostPath and nfs volumes are not allowed by the restricted Pod Security Standard. "
-                                 "Fix: use a persistentVolumeClaim or emptyDir volume"))
-        elif lowered.startswith("spark.kubernetes.") and any(w in lowered for w in ("image", "podtemplate")):
-            problems.append((at, "imagegate does not know this image or pod template conf, so it cannot check what "
-                                 f"it names. Fix: use {IMAGE_CONF}, {ROLE_IMAGE_CONF['driver']} or "
-                                 f"{ROLE_IMAGE_CONF['executor']}"))
-        if isinstance(value, str) and _SMUGGLED.search(value):
-            problems.append((at, f"the value sets {_SMUGGLED.search(value).group(0)!r} where the gate cannot read it "
-                                 "(a -D java option?). Fix: give image confs as confs of their own"))
+        problems += _conf_entry_problems(str(key), value, at=f"{where}[{str(key)!r}]", template_files=template_files)
+    return _unique(problems)
+
+
+def _conf_entry_problems(key: str, value: Any, *, at: str, template_files: bool,
+                         option: bool = False) -> list[tuple[str, str]]:
+    """:func:`conf_problems` for one entry ``key=value`` at *at* (*option*: it came from a ``-D`` java option, where
+    even the confs the gate pins are a second value it never checked)."""
+    whys: list[str] = []
+    lowered = key.lower()
+    if "=" in key:
+        whys.append(f"spark-submit splits --conf at the first '=', so {key!r} sets another conf than the one named. "
+                    "Fix: remove the '=' from the key")
+    elif option and key in _GATE_CONFS:
+        whys.append("imagegate pins this conf itself; set as a -D java option it is a second value the gate never "
+                    "checked. Fix: give it as a conf entry")
+    elif key in IMAGE_CONFS or key in _NOT_IMAGES or key in TEMPLATE_CONTAINER_CONF.values():
+        pass
+    elif key in TEMPLATE_FILE_CONF.values():
+        if not template_files:
+            whys.append("a pod template file is read by the spark-operator from its own disk, which the gate cannot "
+                        "see. Fix: put the template under spec.driver.template / spec.executor.template")
+    elif _FEATURE_STEPS.match(key):
+        whys.append("pod feature steps rewrite the pods after the gate (any image, any security context). Fix: remove "
+                    "it; use a pod template")
+    elif _HOST_VOLUMES.match(key):
+        whys.append("hostPath and nfs volumes are not allowed by the restricted Pod Security Standard. Fix: use a "
+                    "persistentVolumeClaim or emptyDir volume")
+    elif _GATE_METADATA_CONF.match(key):
+        whys.append(_GATE_METADATA_WHY)
+    elif lowered.startswith("spark.kubernetes.") and any(w in lowered for w in ("image", "podtemplate")):
+        whys.append(f"imagegate does not know this image or pod template conf, so it cannot check what it names. Fix: "
+                    f"use {IMAGE_CONF}, {ROLE_IMAGE_CONF['driver']} or {ROLE_IMAGE_CONF['executor']}")
+    if key == DELETE_ON_TERMINATION and str(value).strip().lower() != "false":
+        whys.append(_DELETE_WHY)
+    problems = [(at, why) for why in whys]
+    if isinstance(value, str):
+        env = _ENV_CONF.match(key)
+        if lowered.endswith("javaoptions") or (env is not None and env.group(2) in JVM_OPTION_ENV):
+            problems += java_option_problems(value, where=at)
+        else:
+            problems += _smuggled_text(value, at)
     return problems
 
 
-def properties_problems(text: str, *, where: str) -> list[tuple[str, str]]:
-    """A Spark properties file (``--properties-file``, ``spark-defaults.conf``) read as text: any mention of a
-    Kubernetes image, pod template or feature-steps setting is refused. Stricter than parsing Java's
-    properties grammar (escapes, continuations, ``:`` separators): nothing it could mean slips past."""
-    found = _SMUGGLED.search(text)
+_GATE_METADATA_WHY = ("labels and annotations under imagegate.dev/ are the gate's own: Spark and the operator lay a "
+                      "user's over the gate's, which would hide the pods from the read-back after the job. Fix: remove "
+                      "it, or use another prefix")
+_DELETE_WHY = ("executor pods deleted when they end are gone before imagegate reads them back after the job. Fix: "
+               "remove it (imagegate sets false: the executors then go with the driver pod, or the application, "
+               "that owns them)")
+
+
+def java_option_problems(value: str, *, where: str) -> list[tuple[str, str]]:
+    """JVM options (``spark.driver.extraJavaOptions``, ``SPARK_SUBMIT_OPTS``, ``JAVA_TOOL_OPTIONS``…) at *where*,
+    split as Spark's launcher splits them (:func:`parse_option_string`): each ``-Dkey=value`` is a conf entry and
+    gets the conf checks, and an options file (``@file``, ``-XX:VMOptionsFile=``, ``-XX:Flags=``) is refused, since
+    the gate cannot read it. The JVM splits the ``JAVA_TOOL_OPTIONS`` family its own way (no backslash escapes),
+    so the options are also split at whitespace once quotes and backslashes are removed, and that reading is
+    checked too; and the whole string, so cleaned, must not mention a Kubernetes image, template, feature-steps
+    or volume conf at all."""
+    try:
+        options = parse_option_string(value)
+    except ValueError as exc:
+        return [(where, f"Spark's launcher cannot split these java options ({exc}). Fix: close the quote, or escape "
+                        "the trailing backslash")]
+    problems: list[tuple[str, str]] = []
+    for option in dict.fromkeys([*options, *_unquoted(value).split()]):
+        if option.startswith("@") or option.lower().startswith(("-xx:vmoptionsfile", "-xx:flags")):
+            problems.append((where, f"{option!r} reads JVM options from a file the gate cannot see. Fix: write the "
+                                    "options out"))
+        elif option.startswith("-D"):
+            key, _, setting = option[2:].partition("=")
+            problems += [(where, f"-D{key}: {why}") for _, why in
+                         _conf_entry_problems(key, setting, at=where, template_files=False, option=True)]
+    return _unique(problems + _smuggled_text(value, where))
+
+
+def parse_option_string(text: str) -> list[str]:
+    """The JVM arguments Spark's launcher makes of a java options string (``CommandBuilderUtils.parseOptionString``,
+    applied to ``spark.driver.extraJavaOptions``, ``…defaultJavaOptions`` and ``SPARK_SUBMIT_OPTS``), ported line
+    for line: quotes group and are removed, a backslash outside single quotes escapes the next character.
+
+    Our own because no Python library parses the JVM option strings the way Spark's launcher does (``shlex`` keeps
+    a backslash inside double quotes before most characters and knows comments; Spark does neither). Java's
+    quirk is kept: it steps through UTF-16 units but reads whole code points, so a character outside the BMP is
+    followed by a copy of its low surrogate. Raises ValueError where Spark's does (an open quote, a trailing
+    backslash)."""
+    options: list[str] = []
+    option: list[str] = []
+    in_opt = in_single = in_double = escape_next = has_data = False
+    for char in _code_points_at(text):
+        if escape_next:
+            option.append(char)
+            escape_next = False
+        elif in_opt:
+            if char == "\\":
+                if in_single:
+                    option.append(char)
+                else:
+                    escape_next = True
+            elif char == "'":
+                if in_double:
+                    option.append(char)
+                else:
+                    in_single = not in_single
+            elif char == '"':
+                if in_single:
+                    option.append(char)
+                else:
+                    in_double = not in_double
+            elif not _java_whitespace(char) or in_single or in_double:
+                option.append(char)
+            else:
+                options.append("".join(option))
+                option, in_opt, has_data = [], False, False
+        elif char == "'":
+            in_single = in_opt = has_data = True
+        elif char == '"':
+            in_double = in_opt = has_data = True
+        elif char == "\\":
+            escape_next = in_opt = has_data = True
+        elif not _java_whitespace(char):
+            in_opt = has_data = True
+            option.append(char)
+    if in_single or in_double or escape_next:
+        raise ValueError(f"Invalid option string: {text}")
+    if has_data:
+        options.append("".join(option))
+    return [_utf16(item) for item in options]
+
+
+def _code_points_at(text: str) -> Iterator[str]:
+    """``s.codePointAt(i)`` for every UTF-16 index ``i`` of *text*, as Spark's ``for (i = 0; i < s.length(); i++)``
+    reads it."""
+    units = text.encode("utf-16-be", "surrogatepass")
+    codes = [int.from_bytes(units[i:i + 2], "big") for i in range(0, len(units), 2)]
+    for index, code in enumerate(codes):
+        low = codes[index + 1] if index + 1 < len(codes) else None
+        if 0xD800 <= code < 0xDC00 and low is not None and 0xDC00 <= low < 0xE000:
+            yield chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00))
+        else:
+            yield chr(code)
+
+
+def _utf16(text: str) -> str:
+    """*text* with UTF-16 surrogate pairs joined into the characters Java's strings hold."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+
+def _java_whitespace(char: str) -> bool:
+    """``Character.isWhitespace``: the Unicode space separators except the no-break ones, and nine controls."""
+    if char in "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f":
+        return True
+    return char not in "\u00a0\u2007\u202f" and unicodedata.category(char) in ("Zs", "Zl", "Zp")
+
+
+def _unquoted(text: str) -> str:
+    """*text* without quotes and backslashes: what any of the JVM's or Spark's option parsers may make of a key."""
+    return re.sub(r"['\"\\]", "", text)
+
+
+def _smuggled_text(value: str, at: str) -> list[tuple[str, str]]:
+    found = _SMUGGLED.search(_unquoted(value))
     if found is None:
         return []
-    return [(where, f"it sets {found.group(0)!r}, which imagegate does not read from files. Fix: give Kubernetes "
-                    "image and template settings as conf entries, which the gate pins")]
+    return [(at, f"the value sets {found.group(0)!r} where the gate cannot read it (a -D java option, an environment "
+                 "variable?). Fix: give image, template and volume settings as conf entries of their own "
+                 "(spec.sparkConf, --conf), which the gate checks")]
+
+
+def _unique(problems: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(problems))
+
+
+def properties_problems(text: str, *, where: str) -> list[tuple[str, str]]:
+    """A Spark properties file (``--properties-file``, ``spark-defaults.conf``) read as spark-submit reads it
+    (:func:`read_properties`, java.util.Properties' grammar: escapes, continuations, ``:`` separators): the confs the
+    gate pins (images, templates) are refused there, and every entry gets the conf checks (:func:`conf_problems`)."""
+    try:
+        entries = read_properties(text)
+    except ValueError as exc:
+        return [(where, f"java.util.Properties cannot read it ({exc}), so spark-submit would fail. Fix: write "
+                        "\\u followed by four hex digits")]
+    problems: list[tuple[str, str]] = []
+    for key, value in entries:
+        if key in _GATE_CONFS:
+            problems.append((where, f"it sets {key!r}, which imagegate does not read from files. Fix: give Kubernetes "
+                                    "image and template settings as conf entries, which the gate pins"))
+        problems += [(where, f"{key!r}: {why}") for _, why in
+                     _conf_entry_problems(key, value.strip(), at=where, template_files=False)]
+    return _unique(problems)
+
+
+def read_properties(text: str) -> list[tuple[str, str]]:
+    """The (key, value) entries ``java.util.Properties.load`` reads from *text*, in order (in Java the last of a key
+    wins), ported from OpenJDK's ``Properties.LineReader`` and ``load0``/``loadConvert``: comments (``#``, ``!``),
+    the key ending at an unescaped ``=``, ``:`` or blank, ``\\``-newline continuations, and the escapes ``\\uXXXX``,
+    ``\\t``, ``\\n``, ``\\r``, ``\\f``, any other ``\\c`` standing for ``c``. Written here because what a key means
+    decides a verdict: Python's configparser and the PyPI readers are not tested against the JDK here.
+    Raises ValueError ("Malformed \\uxxxx encoding.") where Java does."""
+    entries: list[tuple[str, str]] = []
+    for line in _property_lines(text):
+        key_len, value_start, has_sep, backslash = 0, len(line), False, False
+        while key_len < len(line):
+            char = line[key_len]
+            if char in "=:" and not backslash:
+                value_start, has_sep = key_len + 1, True
+                break
+            if char in " \t\f" and not backslash:
+                value_start = key_len + 1
+                break
+            backslash = (not backslash) if char == "\\" else False
+            key_len += 1
+        while value_start < len(line):
+            char = line[value_start]
+            if char not in " \t\f":
+                if has_sep or char not in "=:":
+                    break
+                has_sep = True
+            value_start += 1
+        entries.append((_load_convert(line[:key_len]), _load_convert(line[value_start:])))
+    return entries
+
+
+def _property_lines(text: str) -> Iterator[str]:
+    """``Properties.LineReader.readLine``: the logical lines of *text*, comments and blank lines skipped, leading
+    blanks dropped, a line ending in an odd number of backslashes joined to the next (whose leading blanks go)."""
+    index, end = 0, len(text)
+    while True:
+        line: list[str] = []
+        skip_white, appended, backslash = True, False, False
+        while True:
+            if index >= end:
+                if line:
+                    yield "".join(line[:-1] if backslash else line)
+                return
+            char = text[index]
+            index += 1
+            if skip_white:
+                if char in " \t\f" or (not appended and char in "\r\n"):
+                    continue
+                skip_white = appended = False
+            if not line and char in "#!":  # a comment: the rest of the line
+                while index < end and text[index] not in "\r\n":
+                    index += 1
+                if index >= end:
+                    return
+                index += 1
+                skip_white = True
+                continue
+            if char not in "\r\n":
+                line.append(char)
+                backslash = (not backslash) if char == "\\" else False
+                continue
+            if not line:
+                skip_white = True
+                continue
+            if index >= end:
+                yield "".join(line[:-1] if backslash else line)
+                return
+            if not backslash:
+                yield "".join(line)
+                break
+            line.pop()  # the backslash before the line break joins the next line
+            skip_white, appended, backslash = True, True, False
+            if char == "\r" and text[index] == "\n":
+                index += 1
+
+
+def _load_convert(chars: str) -> str:
+    """``Properties.loadConvert``: the escapes of a key or value resolved (UTF-16 surrogate pairs joined)."""
+    if "\\" not in chars:
+        return chars
+    out: list[str] = []
+    index, end = 0, len(chars)
+    while index < end:
+        char = chars[index]
+        index += 1
+        if char != "\\":
+            out.append(char)
+            continue
+        if index >= end:  # LineReader never leaves one; refuse rather than guess
+            raise ValueError("a trailing backslash")
+        char = chars[index]
+        index += 1
+        if char == "u":
+            digits = chars[index:index + 4]
+            if len(digits) < 4 or any(d not in "0123456789abcdefABCDEF" for d in digits):
+                raise ValueError("Malformed \\uxxxx encoding.")
+            out.append(chr(int(digits, 16)))
+            index += 4
+        else:
+            out.append({"t": "\t", "r": "\r", "n": "\n", "f": "\f"}.get(char, char))
+    return _utf16("".join(out))
 
 
 # -- the walk ---------------------------------------------------------------------------------------
@@ -494,6 +777,9 @@ def plan_spark_application(
     app = copy.deepcopy(_dict(application, "SparkApplication"))
     spec = _dict(app.get("spec"), "spec")
     app["spec"] = spec
+    shape = list(_shape_problems(spec, "spec"))
+    if shape:
+        raise SparkSpecError(shape)
     problems = [(path, "imagegate does not know this image field, so it cannot check what it names. Fix: name the "
                        "image in spec.image, spec.driver/executor.image, sidecars, initContainers or the pod templates")
                 for path in _image_keys(spec, "spec") if not _KNOWN_IMAGE_PATHS.match(path)]
@@ -503,11 +789,11 @@ def plan_spark_application(
         problems.append(("spec.sparkConfigMap", "a ConfigMap's spark-defaults.conf and spark-env.sh can set images and "
                                                 "java options the gate never sees. Fix: put the settings in "
                                                 "spec.sparkConf"))
-    problems += [(path, f"the value sets {found!r} where the gate cannot read it (a -D java option, an environment "
-                        "variable?). Fix: give image and template settings in spec.sparkConf")
-                 for path, found in _smuggled({k: v for k, v in spec.items() if k != "sparkConf"}, "spec")]
+    problems += _role_confs(spec)
+    problems += _pod_problems({k: v for k, v in spec.items() if k != "sparkConf"}, "spec")
+    problems += _gate_metadata(app.get("metadata"), "metadata")
     if problems:
-        raise SparkSpecError(problems)
+        raise SparkSpecError(_unique(problems))
     if harden:  # what the webhook lays over every pod: hostNetwork per role, the application's volumes
         bad = restricted_violations({"spec": {"volumes": _list(spec.get("volumes"), "spec.volumes")}})
         bad += [f"spec.{role}.hostNetwork must be unset or false" for role in ROLES
@@ -549,6 +835,8 @@ def plan_spark_application(
         _label(tmpl, role_images, role, orchestrator=orchestrator, task=task, identity=identity, launch_id=launch_id)
         section["image"] = role_images[SPARK_CONTAINERS[role]].launch
         section["template"] = tmpl
+        if role == "executor":  # kept for the read-back; they go with the driver pod (user input was checked above)
+            section["deleteOnTermination"] = False
         section.update(pinned)
         if harden:
             section["podSecurityContext"] = copy.deepcopy(tmpl["spec"]["securityContext"])
@@ -619,9 +907,139 @@ def _smuggled(value: Any, path: str) -> Iterator[tuple[str, str]]:
         for index, child in enumerate(value):
             yield from _smuggled(child, f"{path}[{index}]")
     elif isinstance(value, str):
-        found = _SMUGGLED.search(value)
+        found = _SMUGGLED.search(_unquoted(value))
         if found:
             yield path, found.group(0)
+
+
+def _pod_problems(value: Any, path: str) -> list[tuple[str, str]]:
+    """What in a pod template or a SparkApplication's spec (without ``sparkConf``) reaches around the gate: a string
+    that embeds a Kubernetes image, template or volume setting (:func:`_smuggled`), an environment the JVM reads
+    as options (:func:`_env_problems`), and a label or annotation under ``imagegate.dev/``."""
+    found = [(where, f"the value sets {setting!r} where the gate cannot read it (a -D java option, an environment "
+                     "variable?). Fix: give image, template and volume settings as conf entries of their own "
+                     "(spec.sparkConf, --conf), which the gate checks") for where, setting in _smuggled(value, path)]
+    return _unique([*found, *_env_problems(value, path), *_gate_metadata(value, path)])
+
+
+def _env_problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every container environment the JVM reads as options (:data:`JVM_OPTION_ENV`): an ``env`` value gets
+    :func:`java_option_problems`; a ``valueFrom`` for one of those names, an ``envSecretKeyRefs`` entry (the CRD's),
+    or an ``envFrom`` whose ``prefix`` could make one of them (a ConfigMap's keys are not known to the gate) is
+    refused."""
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            here = f"{path}.{key}"
+            if key == "env" and isinstance(child, list):
+                for index, item in enumerate(child):
+                    if isinstance(item, Mapping) and item.get("name") in JVM_OPTION_ENV:
+                        if item.get("valueFrom") is not None:
+                            yield (f"{here}[{index}].valueFrom", f"{item['name']} is read from a ConfigMap or Secret the "
+                                   "gate cannot see, and the JVM reads it as options (-Dspark.… sets a conf). Fix: give "
+                                   "its value inline")
+                        if isinstance(item.get("value"), str):
+                            yield from java_option_problems(item["value"], where=f"{here}[{index}].value")
+            elif key == "envFrom" and isinstance(child, list):
+                for index, item in enumerate(child):
+                    prefix = str(item.get("prefix") or "") if isinstance(item, Mapping) else ""
+                    if any(name.startswith(prefix) for name in JVM_OPTION_ENV):
+                        yield (f"{here}[{index}]", "envFrom sets every key of a ConfigMap or Secret the gate cannot see, "
+                               f"which may be one the JVM reads as options ({', '.join(sorted(JVM_OPTION_ENV))}). Fix: "
+                               "list the variables under env, or give envFrom a prefix such as APP_")
+            elif key == "envSecretKeyRefs" and isinstance(child, Mapping):
+                for name in child:
+                    if name in JVM_OPTION_ENV:
+                        yield (f"{here}[{name!r}]", f"{name} is read from a Secret the gate cannot see, and the JVM reads "
+                               "it as options. Fix: give its value in envVars")
+            yield from _env_problems(child, here)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _env_problems(child, f"{path}[{index}]")
+
+
+_METADATA_MAPS = frozenset({"labels", "annotations", "serviceLabels", "serviceAnnotations"})
+
+
+def _gate_metadata(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every user label or annotation under ``imagegate.dev/`` (the gate's own), in any ``labels``/``annotations``."""
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            here = f"{path}.{key}"
+            if key in _METADATA_MAPS and isinstance(child, Mapping):
+                yield from ((f"{here}[{name!r}]", _GATE_METADATA_WHY) for name in child
+                            if str(name).lower().startswith(GATE_PREFIX))
+            else:
+                yield from _gate_metadata(child, here)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _gate_metadata(child, f"{path}[{index}]")
+
+
+def _role_confs(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The confs the spark-operator makes of each role's ``envVars``, ``javaOptions`` and ``deleteOnTermination``
+    (``spark.kubernetes.driverEnv.NAME``, ``spark.executorEnv.NAME``, ``spark.{role}.extraJavaOptions``…), checked
+    as conf entries (:func:`conf_problems`) under the field that names them."""
+    problems: list[tuple[str, str]] = []
+    env_conf = {"driver": "spark.kubernetes.driverEnv", "executor": "spark.executorEnv"}
+    for role in ROLES:
+        section = spec.get(role)
+        if not isinstance(section, Mapping):
+            continue
+        where = f"spec.{role}"
+        entries = [(f"{env_conf[role]}.{name}", value, f"{where}.envVars[{str(name)!r}]")
+                   for name, value in _dict(section.get("envVars"), f"{where}.envVars").items()]
+        if section.get("javaOptions") is not None:
+            entries.append((f"spark.{role}.extraJavaOptions", section["javaOptions"], f"{where}.javaOptions"))
+        if role == "executor" and section.get("deleteOnTermination") is not None:
+            entries.append((DELETE_ON_TERMINATION, section["deleteOnTermination"], f"{where}.deleteOnTermination"))
+        for key, value, at in entries:
+            problems += _conf_entry_problems(key, value, at=at, template_files=False)
+    return problems
+
+
+_TEMPLATE_IMAGE_PATHS = re.compile(r"^\.spec\.(containers|initContainers|ephemeralContainers)\[\d+\]\.image$")
+
+
+def _template_image_fields(template: Mapping[str, Any], where: str) -> list[tuple[str, str]]:
+    """A pod template file's image fields other than its containers' ``image`` (``volumes[].image.reference``, a
+    newer field…): refused whether or not the template is hardened."""
+    return [(f"{where}{path}", "imagegate does not know this image field, so it cannot check what it names. Fix: "
+                               "name images only in the containers' image fields")
+            for path in _image_keys(template, "") if not _TEMPLATE_IMAGE_PATHS.match(path)]
+
+
+#: Fields of a pod or SparkApplication that are objects, or lists of objects, wherever they appear; the gate reads
+#: into them, so a string there is refused (the API server would refuse it too) rather than crash the walk.
+_OBJECT_FIELDS = frozenset({
+    "metadata", "spec", "template", "securityContext", "podSecurityContext", "seccompProfile", "seLinuxOptions",
+    "appArmorProfile", "windowsOptions", "capabilities", "resources", "livenessProbe", "readinessProbe",
+    "startupProbe", "lifecycle", "postStart", "preStop", "httpGet", "tcpSocket", "grpc", "exec", "labels",
+    "annotations", "sparkConf", "hadoopConf", "envVars", "nodeSelector"})
+_OBJECT_LIST_FIELDS = frozenset({"containers", "initContainers", "ephemeralContainers", "sidecars", "volumes",
+                                 "volumeMounts", "env", "envFrom", "ports", "sysctls"})
+_LIST_FIELDS = frozenset({"drop", "add"})
+
+
+def _shape_problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every object field (:data:`_OBJECT_FIELDS`) that is no mapping, and list field that is no list (of
+    mappings), in *value*; free-form maps (labels, confs) are not entered."""
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            here = f"{path}.{key}"
+            if child is None:
+                continue
+            if key in _OBJECT_FIELDS and not isinstance(child, Mapping):
+                yield here, f"must be a mapping, not {type(child).__name__}. Fix: write it as an object"
+            elif key in _OBJECT_LIST_FIELDS and not (isinstance(child, list)
+                                                    and all(isinstance(item, Mapping) for item in child)):
+                yield here, "must be a list of mappings. Fix: write it as a list of objects"
+            elif key in _LIST_FIELDS and not isinstance(child, list):
+                yield here, f"must be a list, not {type(child).__name__}. Fix: write it as a list"
+            elif key not in _FREE_FORM and key != "sparkConf":
+                yield from _shape_problems(child, here)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _shape_problems(child, f"{path}[{index}]")
 
 
 def _is_pinned(value: Any) -> bool:
@@ -654,8 +1072,11 @@ def pin_spark_conf(
     (``spark.kubernetes.{driver,executor}.podTemplateFile``, read when given: JSON or YAML, at most 1 MiB,
     duplicate keys refused) are written anew under *out_dir* (default: a new private temporary directory)
     with every image pinned and the restricted context applied, and named in the conf with their
-    ``podTemplateContainerName``. *properties_files* (``--properties-file``, the ``spark-defaults.conf`` spark-submit
-    would read) must not set any Kubernetes image, template or feature-steps conf (:func:`properties_problems`).
+    ``podTemplateContainerName``. ``spark.kubernetes.executor.deleteOnTermination`` is written ``false`` (the
+    executors are read back after the job; ``true`` is refused). *properties_files* (``--properties-file``, the
+    ``spark-defaults.conf`` spark-submit would read; at most 4 MiB) are read as java.util.Properties reads them and
+    must not set any Kubernetes image or template conf, nor anything :func:`conf_problems` refuses
+    (:func:`properties_problems`).
 
     Raises:
         CheckFailed: an image is refused (``.role`` names its conf or template field).
@@ -668,11 +1089,16 @@ def pin_spark_conf(
     problems = conf_problems(given, where="conf", template_files=True)
     for path in properties_files:
         try:
-            text = Path(path).read_bytes()[:MAX_TEMPLATE_BYTES * 4].decode("utf-8", "replace")
+            with Path(path).open("rb") as handle:
+                data = handle.read(MAX_PROPERTIES_BYTES + 1)
         except OSError as exc:
             problems.append((str(path), f"cannot read the properties file: {exc.strerror or exc}"))
             continue
-        problems += properties_problems(text, where=str(path))
+        if len(data) > MAX_PROPERTIES_BYTES:  # what is past a cut would go unread: refused whole
+            problems.append((str(path), f"the properties file is larger than {MAX_PROPERTIES_BYTES} bytes. Fix: give "
+                                        "the settings as conf entries"))
+            continue
+        problems += properties_problems(data.decode("utf-8", "replace"), where=str(path))
     if problems:
         raise SparkSpecError(problems)
     planner = _Planner(policy, client, today)
@@ -690,10 +1116,10 @@ def pin_spark_conf(
         template: dict[str, Any] = {}
         if given.get(TEMPLATE_FILE_CONF[role]):
             template = read_pod_template(given[TEMPLATE_FILE_CONF[role]], where=TEMPLATE_FILE_CONF[role])
-            hidden = list(_smuggled(template, TEMPLATE_FILE_CONF[role]))
+            hidden = [*_pod_problems(template, TEMPLATE_FILE_CONF[role]),
+                      *_template_image_fields(template, TEMPLATE_FILE_CONF[role])]
             if hidden:
-                raise SparkSpecError([(path, f"the template sets {found!r} where the gate cannot read it. Fix: give "
-                                             "image and template settings as conf entries") for path, found in hidden])
+                raise SparkSpecError(hidden)
         spark_container = str(given.get(TEMPLATE_CONTAINER_CONF[role]) or "")
         if not spark_container:  # Spark takes the template's first container when none is named
             first = (_dict(template.get("spec"), "spec").get("containers") or [{}])[0]
@@ -709,6 +1135,7 @@ def pin_spark_conf(
         out[TEMPLATE_CONTAINER_CONF[role]] = spark_container
         images[role] = role_images
         templates[role] = tmpl
+    out[DELETE_ON_TERMINATION] = "false"  # kept for the read-back; they go with the driver pod (a "true" was refused)
     directory = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="imagegate-spark-"))
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     for role, tmpl in templates.items():  # written only once both roles passed
@@ -733,11 +1160,11 @@ def read_pod_template(path: str | os.PathLike[str], *, where: str) -> dict[str, 
         raise SparkSpecError([(where, f"the pod template {str(file)!r} is larger than {MAX_TEMPLATE_BYTES} bytes")])
     text = data.decode("utf-8", "replace")
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_not_json)
     except RecursionError as exc:
         raise SparkSpecError([(where, f"the pod template {str(file)!r} nests deeper than Python can read")]) from exc
     except ValueError as exc:
-        if isinstance(exc, _Duplicate):
+        if isinstance(exc, _Refused):
             raise SparkSpecError([(where, str(exc))]) from exc
         value = _load_yaml(text, where)
     _bounded(value, where)
@@ -746,18 +1173,26 @@ def read_pod_template(path: str | os.PathLike[str], *, where: str) -> dict[str, 
     kind = value.get("kind")
     if kind not in (None, "Pod"):
         raise SparkSpecError([(where, f"the pod template is a {kind!r}, not a Pod")])
+    shape = list(_shape_problems(value, where))
+    if shape:
+        raise SparkSpecError(shape)
     return value
 
 
-class _Duplicate(ValueError):
-    pass
+def _not_json(constant: str) -> Any:
+    """``NaN`` and ``Infinity``, which Python's reader takes and no JSON reader of the runtime does: refused."""
+    raise _Refused(f"{constant} is not a JSON number")
+
+
+class _Refused(ValueError):
+    """A JSON template the gate refuses outright (a duplicate key, NaN), not one to try as YAML."""
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _Duplicate(f"the key {key!r} appears twice")
+            raise _Refused(f"the key {key!r} appears twice")
         out[key] = value
     return out
 
@@ -780,15 +1215,39 @@ def _load_yaml(text: str, where: str) -> Any:
                                               f"{event.start_mark.line + 1}; write it out in full (aliases are refused)")])
             return super().compose_node(parent, index)
 
+    # Only what JSON can hold, as the runtime's readers see it: an unquoted date stays a string (Jackson's YAML
+    # reader, fabric8's, reads it so), and a tag JSON has no type for (!!binary, !!set, !!omap…) is refused, as is
+    # a key that is not a string; json.dumps of the pinned template must never meet them.
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
     def mapping(loader: Any, node: Any) -> dict[Any, Any]:
         loader.flatten_mapping(node)
         pairs = loader.construct_pairs(node, deep=True)
+        bad = next((key for key, _ in pairs if not isinstance(key, str)), None)
+        if bad is not None or any(key is None for key, _ in pairs):
+            raise SparkSpecError([(where, f"the key {bad!r} at line {node.start_mark.line + 1} is not a string (YAML "
+                                          "reads yes, on, 1 or null unquoted as other types). Fix: quote it")])
         try:
             return _no_duplicates(pairs)
-        except _Duplicate as exc:
+        except _Refused as exc:
             raise SparkSpecError([(where, str(exc))]) from exc
 
+    def not_json(loader: Any, node: Any) -> Any:
+        raise SparkSpecError([(where, f"the pod template uses the YAML tag {node.tag} at line {node.start_mark.line + 1}, "
+                                      "which has no JSON form. Fix: write the value as a quoted string")])
+
+    def number(loader: Any, node: Any) -> Any:
+        value = yaml.SafeLoader.construct_yaml_float(loader, node)
+        if value != value or value in (float("inf"), float("-inf")):
+            not_json(loader, node)
+        return value
+
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    Loader.add_constructor("tag:yaml.org,2002:float", number)
+    for tag in ("binary", "set", "omap", "pairs", "timestamp"):
+        Loader.add_constructor(f"tag:yaml.org,2002:{tag}", not_json)
     try:
         return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError as exc:

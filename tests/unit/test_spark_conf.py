@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from imagegate import CheckFailed, DockerConfig, HardeningError, RegistryClient, SparkSpecError, pin_spark_conf
-from imagegate._spark import properties_problems
+from imagegate._spark import parse_option_string, properties_problems, read_properties
 from tests.support.fakeregistry import FakeRegistry
 from tests.support.oci import make_image
 
@@ -196,3 +196,199 @@ def test_a_properties_file_that_sets_an_image_refuses_the_conf(client: RegistryC
     with pytest.raises(SparkSpecError) as caught:
         pin_spark_conf({"spark.kubernetes.container.image": SPARK}, client=client, properties_files=[harmless, sneaky])
     assert caught.value.option == str(sneaky) and registry.requests == []
+
+
+
+DELETE = "spark.kubernetes.executor.deleteOnTermination"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        # Spark's launcher drops quotes and backslashes: these are featureSteps to the driver JVM
+        ("spark.driver.extraJavaOptions", "-Dspark.kubernetes.executor.pod.feature''Steps=com.example.Step"),
+        ("spark.driver.defaultJavaOptions", "-Dspark.kubernetes.executor.pod.feature\\Steps=com.example.Step"),
+        ("spark.executor.extraJavaOptions", "-Xmx1g -Dspark.kubernetes.executor.volumes.nfs.x.options.server=nfs.example"),
+        ("spark.kubernetes.driverEnv.SPARK_SUBMIT_OPTS", '-D"spark.kubernetes.executor.deleteOnTermination"=true'),
+        ("spark.kubernetes.driverEnv.JAVA_TOOL_OPTIONS", "-Dspark.kubernetes.executor.volumes.nfs.x.mount.path=/x"),
+        ("spark.executorEnv.JDK_JAVA_OPTIONS", "@/etc/spark/more-java-options"),
+        ("spark.driver.extraJavaOptions", "-XX:VMOptionsFile=/etc/spark/jvm.options"),
+        ("spark.driver.extraJavaOptions", "-Dspark.app.name='unclosed"),
+        # what the hook makes of env_vars={"SPARK_SUBMIT_OPTS": …} (airflow_plugin.spark._driver_env_confs)
+        ("spark.kubernetes.driverEnv.SPARK_SUBMIT_OPTS", "-Dspark.kubernetes.driver.pod\\Template\\File=/t.yaml"),
+        ("spark.kubernetes.executor.deleteOnTermination", "true"),
+        ("spark.kubernetes.executor.deleteOnTermination", " TRUE"),
+        ("spark.kubernetes.executor.pod.featureSteps=com.example.Step spark.x", "y"),  # --conf splits at the first =
+    ],
+)
+def test_java_options_and_settings_the_gate_cannot_keep_are_refused(client: RegistryClient, registry: FakeRegistry,
+                                                                    key: str, value: str) -> None:
+    registry.reset_requests()
+    with pytest.raises(SparkSpecError) as caught:
+        pin_spark_conf({"spark.kubernetes.container.image": SPARK, key: value}, client=client)
+    assert caught.value.option == f"conf[{key!r}]" and "Fix:" in str(caught.value), caught.value.problems
+    assert registry.requests == []
+
+
+def test_harmless_java_options_and_envs_pass(client: RegistryClient, tmp_path: Path) -> None:
+    conf = {"spark.kubernetes.container.image": SPARK, "spark.driver.extraJavaOptions": "-Xss4m -Dapp.mode='a b'",
+            "spark.kubernetes.driverEnv.SPARK_SUBMIT_OPTS": "-Dspark.ui.enabled=false",
+            "spark.executorEnv.GREETING": "it's fine", DELETE: "false"}
+    assert pin_spark_conf(conf, client=client, out_dir=tmp_path).plan.driver
+
+
+def test_the_executors_are_kept_for_the_read_back(client: RegistryClient, tmp_path: Path) -> None:
+    pinned = pin_spark_conf({"spark.kubernetes.container.image": SPARK}, client=client, out_dir=tmp_path)
+    assert pinned.conf[DELETE] == "false" and f"{DELETE}=false" in pinned.args()
+
+
+@pytest.mark.parametrize(
+    ("text", "options"),  # what Spark's own parseOptionString returns (run on the JDK)
+    [
+        ("-Dspark.kubernetes.executor.pod.feature''Steps=X", ["-Dspark.kubernetes.executor.pod.featureSteps=X"]),
+        ("-Dspark.kubernetes.executor.pod.feature\\Steps=X -Da=b",
+         ["-Dspark.kubernetes.executor.pod.featureSteps=X", "-Da=b"]),
+        ("-D'a b'=\"c 'd\" e\\ f", ["-Da b=c 'd", "e f"]),
+        ("'-Dx=\\\\'  \"-Dy=\\\"\"", ["-Dx=\\\\", '-Dy="']),
+        ("  \t", []),
+    ],
+)
+def test_option_strings_are_split_as_sparks_launcher_splits_them(text: str, options: list[str]) -> None:
+    assert parse_option_string(text) == options
+
+
+@pytest.mark.parametrize("text", ["-Da='b", '-Da="b', "-Da=b\\"])
+def test_an_option_string_spark_refuses_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="Invalid option string"):
+        parse_option_string(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "entries"),  # what java.util.Properties.load reads (run on the JDK)
+    [
+        ("spark.kubernetes.executor.pod.feature\\u0053teps=com.example.Step\n",
+         {"spark.kubernetes.executor.pod.featureSteps": "com.example.Step"}),
+        ("spark.kubernetes.driver.pod.feature\\\n    Steps=com.example.Step\n",
+         {"spark.kubernetes.driver.pod.featureSteps": "com.example.Step"}),
+        ("spark.kubernetes.executor.pod.feature\\Steps : com.example.Step\r\n",
+         {"spark.kubernetes.executor.pod.featureSteps": "com.example.Step"}),
+        ("  # spark.kubernetes.container.image=x\\\nspark.a  b\\\r\n\tc\n! comment\nkey\\ with\\:colon=v\\tw\n",
+         {"key with:colon": "v\tw", "spark.a": "bc"}),
+        ("\\\n#not a comment?\nk=v\\\n", {"k": "v"}),
+        ("a=b\\\\\nc\n", {"a": "b\\", "c": ""}),
+        ("spark.x=\\ud83d\\ude00\n", {"spark.x": "\U0001F600"}),
+    ],
+)
+def test_properties_are_read_as_java_reads_them(text: str, entries: dict[str, str]) -> None:
+    assert dict(read_properties(text)) == entries
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "spark.kubernetes.executor.pod.feature\\u0053teps=com.example.Step\n",
+        "spark.kubernetes.driver.pod.feature\\\n    Steps=com.example.Step\n",
+        "spark.kubernetes.executor.pod.feature\\Steps=com.example.Step\n",
+        "spark.kubernetes.executor.container.im\\u0061ge=registry.test/evil:latest\n",
+        "spark.kubernetes.driver.volumes.hostPath.root.mount.path=/host\n",
+        "spark.kubernetes.executor.deleteOnTermination true\n",
+        "spark.kubernetes.executor.label.imagegate.dev/launch=other\n",
+        "spark.driver.extraJavaOptions=-Dspark.kubernetes.executor.pod.feature''Steps=X\n",
+        "spark.app.name=\\u00zz\n",  # Java refuses it: so does the gate
+    ],
+)
+def test_a_properties_file_is_checked_as_spark_reads_it(text: str) -> None:
+    problems = properties_problems(text, where="spark-defaults.conf")
+    assert problems and all(where == "spark-defaults.conf" and "Fix:" in why for where, why in problems), problems
+
+
+def test_a_properties_file_too_large_to_read_whole_is_refused(client: RegistryClient, tmp_path: Path) -> None:
+    big = tmp_path / "spark-defaults.conf"
+    big.write_text("# padding\n" * 500_000 + "spark.kubernetes.executor.pod.featureSteps=com.example.Step\n")
+    with pytest.raises(SparkSpecError, match="larger than"):
+        pin_spark_conf({"spark.kubernetes.container.image": SPARK}, client=client, properties_files=[big],
+                       out_dir=tmp_path / "out")
+
+
+def test_a_gate_label_in_a_conf_is_refused_as_such(client: RegistryClient) -> None:
+    key = "spark.kubernetes.executor.label.imagegate.dev/launch"
+    with pytest.raises(SparkSpecError, match="imagegate.dev/ are the gate's own"):
+        pin_spark_conf({"spark.kubernetes.container.image": SPARK, key: "other"}, client=client)
+
+
+@pytest.mark.parametrize(
+    ("template", "where"),
+    [
+        ({"metadata": {"labels": {"imagegate.dev/launch": "other"}}}, ".metadata.labels['imagegate.dev/launch']"),
+        ({"metadata": {"annotations": {"imagegate.dev/images": "{}"}}}, ".metadata.annotations['imagegate.dev/images']"),
+        ({"spec": {"containers": [{"name": "spark-kubernetes-executor", "envFrom": [{"configMapRef": {"name": "c"}}]}]}},
+         ".spec.containers[0].envFrom[0]"),
+        ({"spec": {"containers": [{"name": "spark-kubernetes-executor", "env": [
+            {"name": "JAVA_TOOL_OPTIONS", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]}]}},
+         ".spec.containers[0].env[0].valueFrom"),
+        ({"spec": {"containers": [{"name": "spark-kubernetes-executor", "env": [
+            {"name": "_JAVA_OPTIONS", "value": "-Dspark.kubernetes.executor.pod.feature\\Steps=X"}]}]}},
+         ".spec.containers[0].env[0].value"),
+    ],
+)
+def test_a_template_file_that_relabels_or_injects_options_is_refused(client: RegistryClient, tmp_path: Path,
+                                                                    template: dict[str, Any], where: str) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(template))
+    with pytest.raises(SparkSpecError) as caught:
+        pin_spark_conf({"spark.kubernetes.container.image": SPARK, "spark.kubernetes.executor.podTemplateFile": str(path)},
+                       client=client, out_dir=tmp_path / "out")
+    assert caught.value.option == f"spark.kubernetes.executor.podTemplateFile{where}", caught.value.problems
+
+
+def test_an_env_from_with_a_safe_prefix_passes(client: RegistryClient, tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"spec": {"containers": [{"name": "spark-kubernetes-executor", "envFrom": [
+        {"prefix": "APP_", "configMapRef": {"name": "c"}}]}]}}))
+    assert pin_spark_conf({"spark.kubernetes.container.image": SPARK, "spark.kubernetes.executor.podTemplateFile": str(path)},
+                          client=client, out_dir=tmp_path / "out").plan.executor
+
+
+@pytest.mark.parametrize("harden", [True, False])
+def test_an_image_volume_in_a_template_is_refused_hardened_or_not(client: RegistryClient, tmp_path: Path,
+                                                                 harden: bool) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"spec": {"volumes": [{"name": "jars", "image": {"reference": f"{HOST}/evil:latest"}}]}}))
+    with pytest.raises(SparkSpecError) as caught:
+        pin_spark_conf({"spark.kubernetes.container.image": SPARK, "spark.kubernetes.executor.podTemplateFile": str(path)},
+                       client=client, harden=harden, out_dir=tmp_path / "out")
+    assert caught.value.option == "spark.kubernetes.executor.podTemplateFile.spec.volumes[0].image"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unquoted_yaml_date_stays_a_string(client: RegistryClient, tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("metadata:\n  annotations:\n    released: 2001-12-14\nspec: {}\n")
+    pinned = pin_spark_conf({"spark.kubernetes.container.image": SPARK, "spark.kubernetes.executor.podTemplateFile": str(path)},
+                            client=client, out_dir=tmp_path / "out")
+    assert json.loads(pinned.files["executor"].read_text())["metadata"]["annotations"]["released"] == "2001-12-14"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("metadata:\n  labels:\n    x: !!binary aGVsbG8=\nspec: {}\n", "binary"),
+        ("metadata:\n  annotations:\n    x: !!set {a: null}\nspec: {}\n", "set"),
+        ("metadata:\n  annotations:\n    x: !!timestamp 2001-12-14\nspec: {}\n", "timestamp"),
+        ("metadata:\n  annotations:\n    x: !!omap [{a: 1}]\nspec: {}\n", "omap"),
+        ("spec:\n  nodeSelector:\n    1: a\n", "not a string"),
+        ("spec:\n  containers:\n    - name: a\n      args: [.nan]\n", "no JSON form"),
+        ('{"spec": {"containers": [{"name": "a", "args": [NaN]}]}}', "not a JSON number"),
+        ("spec:\n  containers:\n  - name: spark-kubernetes-executor\n    securityContext: x\n", "must be a mapping"),
+        ("spec:\n  securityContext: [x]\n", "must be a mapping"),
+        ("spec:\n  containers:\n  - name: a\n    securityContext: {capabilities: {drop: ALL}}\n", "must be a list"),
+        ("spec:\n  volumes: x\n", "list of mappings"),
+    ],
+)
+def test_a_template_json_cannot_hold_is_refused_not_a_crash(client: RegistryClient, tmp_path: Path, text: str,
+                                                            match: str) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(SparkSpecError, match=match):
+        pin_spark_conf({"spark.kubernetes.container.image": SPARK, "spark.kubernetes.executor.podTemplateFile": str(path)},
+                       client=client, out_dir=tmp_path / "out")

@@ -240,6 +240,40 @@ def test_a_root_sidecar_image_runs_as_the_pods_user(client: RegistryClient) -> N
             {"name": "JAVA_TOOL_OPTIONS", "value": "-Dspark.kubernetes.executor.podTemplateFile=/x"}]}]}}}},
          "spec.executor.template.spec.containers[0].env[0].value"),
         ({"sparkConfigMap": "my-spark-conf"}, "spec.sparkConfigMap"),
+        # -D options as Spark's launcher reads them (quotes and backslashes removed), and hostPath/nfs volumes
+        ({"driver": {"javaOptions": "-Dspark.kubernetes.executor.pod.feature''Steps=com.example.Step"}},
+         "spec.driver.javaOptions"),
+        ({"driver": {"javaOptions": "-Dspark.kubernetes.executor.volumes.hostPath.root.options.path=/"}},
+         "spec.driver.javaOptions"),
+        ({"executor": {"javaOptions": "-Dspark.kubernetes.executor.deleteOnTermination=true"}}, "spec.executor.javaOptions"),
+        ({"driver": {"envVars": {"SPARK_SUBMIT_OPTS": "-Dspark.kubernetes.executor.pod.feature\\Steps=X"}}},
+         "spec.driver.envVars['SPARK_SUBMIT_OPTS']"),
+        ({"driver": {"envVars": {"JAVA_TOOL_OPTIONS": "-Dspark.kubernetes.driver.volumes.nfs.x.options.server=h"}}},
+         "spec.driver.envVars['JAVA_TOOL_OPTIONS']"),
+        ({"driver": {"envVars": {"JAVA_TOOL_OPTIONS=-Dspark.a": "b"}}}, "spec.driver.envVars['JAVA_TOOL_OPTIONS=-Dspark.a']"),
+        ({"driver": {"env": [{"name": "JDK_JAVA_OPTIONS", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
+         "spec.driver.env[0].valueFrom"),
+        ({"driver": {"envFrom": [{"configMapRef": {"name": "opts"}}]}}, "spec.driver.envFrom[0]"),
+        ({"executor": {"envFrom": [{"prefix": "JAVA_", "secretRef": {"name": "opts"}}]}}, "spec.executor.envFrom[0]"),
+        ({"driver": {"envSecretKeyRefs": {"SPARK_SUBMIT_OPTS": {"name": "s", "key": "k"}}}},
+         "spec.driver.envSecretKeyRefs['SPARK_SUBMIT_OPTS']"),
+        ({"driver": {"template": {"spec": {"containers": [{"name": "spark-kubernetes-driver", "env": [
+            {"name": "_JAVA_OPTIONS", "value": "-D'spark.kubernetes.executor.deleteOnTermination=true'"}]}]}}}},
+         "spec.driver.template.spec.containers[0].env[0].value"),
+        # the gate's labels: a user's would be laid over them and hide the pods from the read-back
+        ({"executor": {"labels": {"imagegate.dev/launch": "other"}}}, "spec.executor.labels['imagegate.dev/launch']"),
+        ({"driver": {"annotations": {"imagegate.dev/images": "{}"}}}, "spec.driver.annotations['imagegate.dev/images']"),
+        ({"executor": {"template": {"metadata": {"labels": {"imagegate.dev/launch": "x"}}}}},
+         "spec.executor.template.metadata.labels['imagegate.dev/launch']"),
+        # executors that vanish before the read-back
+        ({"executor": {"instances": 2, "deleteOnTermination": True}}, "spec.executor.deleteOnTermination"),
+        ({"sparkConf": {"spark.kubernetes.executor.deleteOnTermination": "true"}},
+         "spec.sparkConf['spark.kubernetes.executor.deleteOnTermination']"),
+        # a field the gate reads into that is not an object
+        ({"driver": {"template": {"spec": {"containers": [{"name": "spark-kubernetes-driver", "securityContext": "x"}]}}}},
+         "spec.driver.template.spec.containers[0].securityContext"),
+        ({"executor": {"template": {"spec": {"securityContext": {"seccompProfile": "RuntimeDefault"}}}}},
+         "spec.executor.template.spec.securityContext.seccompProfile"),
     ],
 )
 def test_what_the_gate_cannot_read_is_refused_before_any_registry_request(
@@ -448,3 +482,21 @@ def test_in_client_mode_the_executors_are_the_launch(client: RegistryClient) -> 
         planned.verify_launch([], driver_pod=False)
     with pytest.raises(SparkReadBackError, match="no driver pod"):
         planned.verify_launch([executor])
+
+
+def test_the_executors_are_kept_for_the_read_back_and_harmless_settings_pass(client: RegistryClient) -> None:
+    planned = plan_spark_application(application(
+        driver={"javaOptions": "-Xss4m -Dapp.mode='a b'", "envVars": {"SPARK_SUBMIT_OPTS": "-Dspark.ui.enabled=false"},
+                "labels": {"team": "data"}, "envFrom": [{"prefix": "APP_", "configMapRef": {"name": "settings"}}]},
+        executor={"instances": 2, "deleteOnTermination": False}), client=client, launch_id="L1")
+    assert planned.application["spec"]["executor"]["deleteOnTermination"] is False
+    planned = plan_spark_application(application(), client=client, launch_id="L1")
+    assert planned.application["spec"]["executor"]["deleteOnTermination"] is False
+
+
+def test_a_gate_label_on_the_application_is_refused(client: RegistryClient) -> None:
+    app = application()
+    app["metadata"]["labels"] = {"imagegate.dev/launch": "other"}
+    with pytest.raises(SparkSpecError) as caught:
+        plan_spark_application(app, client=client, launch_id="L1")
+    assert caught.value.option == "metadata.labels['imagegate.dev/launch']"
