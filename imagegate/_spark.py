@@ -80,6 +80,8 @@ DELETE_ON_TERMINATION = "spark.kubernetes.executor.deleteOnTermination"
 #: Environment variables the JVM (or Spark's launcher, for SPARK_SUBMIT_OPTS) reads as JVM options: a
 #: ``-Dspark.…=…`` in one sets a conf of the driver that creates the executor pods.
 JVM_OPTION_ENV = frozenset({"SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS"})
+#: Environment that points Spark at other configuration (a spark-defaults.conf and java-opts the gate never read).
+CONF_DIR_ENV = frozenset({"SPARK_CONF_DIR"})
 #: Confs that set an environment variable of the driver or executor pods (``spark.kubernetes.driverEnv.NAME``).
 _ENV_CONF = re.compile(r"^(spark\.kubernetes\.driverEnv|spark\.executorEnv|spark\.yarn\.appMasterEnv)\.(.*)$",
                        re.IGNORECASE | re.DOTALL)
@@ -315,9 +317,11 @@ def _conf_entry_problems(key: str, value: Any, *, at: str, template_files: bool,
                     f"use {IMAGE_CONF}, {ROLE_IMAGE_CONF['driver']} or {ROLE_IMAGE_CONF['executor']}")
     if key == DELETE_ON_TERMINATION and str(value).strip().lower() != "false":
         whys.append(_DELETE_WHY)
+    env = _ENV_CONF.match(key)
+    if env is not None and env.group(2) in CONF_DIR_ENV:
+        whys.append(_CONF_DIR_WHY)
     problems = [(at, why) for why in whys]
     if isinstance(value, str):
-        env = _ENV_CONF.match(key)
         if lowered.endswith("javaoptions") or (env is not None and env.group(2) in JVM_OPTION_ENV):
             problems += java_option_problems(value, where=at)
         else:
@@ -328,6 +332,8 @@ def _conf_entry_problems(key: str, value: Any, *, at: str, template_files: bool,
 _GATE_METADATA_WHY = ("labels and annotations under imagegate.dev/ are the gate's own: Spark and the operator lay a "
                       "user's over the gate's, which would hide the pods from the read-back after the job. Fix: remove "
                       "it, or use another prefix")
+_CONF_DIR_WHY = ("SPARK_CONF_DIR points Spark at another spark-defaults.conf and java-opts, which the gate never read. "
+                 "Fix: remove it; give the settings as confs")
 _DELETE_WHY = ("executor pods deleted when they end are gone before imagegate reads them back after the job. Fix: "
                "remove it (imagegate sets false: the executors then go with the driver pod, or the application, "
                "that owns them)")
@@ -798,6 +804,11 @@ def plan_spark_application(
         bad = restricted_violations({"spec": {"volumes": _list(spec.get("volumes"), "spec.volumes")}})
         bad += [f"spec.{role}.hostNetwork must be unset or false" for role in ROLES
                 if _dict(spec.get(role), f"spec.{role}").get("hostNetwork")]
+        # the operator puts each role's annotations on its pods (an AppArmor or seccomp annotation confines them)
+        bad += [f"spec.{role}.annotations: {problem}" for role in ROLES for problem in restricted_violations(
+            {"metadata": {"annotations": _dict(_dict(spec.get(role), f"spec.{role}").get("annotations"),
+                                               f"spec.{role}.annotations")}})]
+        bad += _annotation_conf_violations(conf, "spec.sparkConf")
         if bad:
             raise HardeningError(bad, runtime="kubernetes")
     planner = _Planner(policy, client, today)
@@ -922,6 +933,21 @@ def _pod_problems(value: Any, path: str) -> list[tuple[str, str]]:
     return _unique([*found, *_env_problems(value, path), *_gate_metadata(value, path)])
 
 
+_ANNOTATION_CONF = re.compile(r"^spark\.kubernetes\.(driver|executor)\.annotation\.(.+)$")
+
+
+def _annotation_conf_violations(conf: Mapping[str, Any], where: str) -> list[str]:
+    """What the restricted profile says of the pod annotations the confs ``spark.kubernetes.{driver,executor}
+    .annotation.NAME`` put on the pods (AppArmor ``unconfined``, a seccomp annotation…)."""
+    bad = []
+    for key, value in conf.items():
+        found = _ANNOTATION_CONF.match(str(key))
+        if found:
+            bad += [f"{where}[{str(key)!r}]: {problem}"
+                    for problem in restricted_violations({"metadata": {"annotations": {found.group(2): str(value)}}})]
+    return bad
+
+
 def _env_problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
     """Every container environment the JVM reads as options (:data:`JVM_OPTION_ENV`): an ``env`` value gets
     :func:`java_option_problems`; a ``valueFrom`` for one of those names, an ``envSecretKeyRefs`` entry (the CRD's),
@@ -932,6 +958,8 @@ def _env_problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
             here = f"{path}.{key}"
             if key == "env" and isinstance(child, list):
                 for index, item in enumerate(child):
+                    if isinstance(item, Mapping) and item.get("name") in CONF_DIR_ENV:
+                        yield (f"{here}[{index}]", _CONF_DIR_WHY)
                     if isinstance(item, Mapping) and item.get("name") in JVM_OPTION_ENV:
                         if item.get("valueFrom") is not None:
                             yield (f"{here}[{index}].valueFrom", f"{item['name']} is read from a ConfigMap or Secret the "
@@ -942,13 +970,13 @@ def _env_problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
             elif key == "envFrom" and isinstance(child, list):
                 for index, item in enumerate(child):
                     prefix = str(item.get("prefix") or "") if isinstance(item, Mapping) else ""
-                    if any(name.startswith(prefix) for name in JVM_OPTION_ENV):
+                    if any(name.startswith(prefix) for name in JVM_OPTION_ENV | CONF_DIR_ENV):
                         yield (f"{here}[{index}]", "envFrom sets every key of a ConfigMap or Secret the gate cannot see, "
                                f"which may be one the JVM reads as options ({', '.join(sorted(JVM_OPTION_ENV))}). Fix: "
                                "list the variables under env, or give envFrom a prefix such as APP_")
             elif key == "envSecretKeyRefs" and isinstance(child, Mapping):
                 for name in child:
-                    if name in JVM_OPTION_ENV:
+                    if name in JVM_OPTION_ENV | CONF_DIR_ENV:
                         yield (f"{here}[{name!r}]", f"{name} is read from a Secret the gate cannot see, and the JVM reads "
                                "it as options. Fix: give its value in envVars")
             yield from _env_problems(child, here)
@@ -1087,6 +1115,7 @@ def pin_spark_conf(
     policy = policy or Policy()
     given = {str(k): v for k, v in conf.items()}
     problems = conf_problems(given, where="conf", template_files=True)
+    annotations: list[str] = []  # what the restricted profile says of the annotations the confs put on the pods
     for path in properties_files:
         try:
             with Path(path).open("rb") as handle:
@@ -1098,9 +1127,17 @@ def pin_spark_conf(
             problems.append((str(path), f"the properties file is larger than {MAX_PROPERTIES_BYTES} bytes. Fix: give "
                                         "the settings as conf entries"))
             continue
-        problems += properties_problems(data.decode("utf-8", "replace"), where=str(path))
+        text = data.decode("utf-8", "replace")
+        found = properties_problems(text, where=str(path))
+        problems += found
+        if harden and not found:
+            annotations.extend(_annotation_conf_violations(dict(read_properties(text)), str(path)))
     if problems:
         raise SparkSpecError(problems)
+    if harden:
+        annotations.extend(_annotation_conf_violations(given, "conf"))
+        if annotations:
+            raise HardeningError(annotations, runtime="kubernetes")
     planner = _Planner(policy, client, today)
     out = {key: str(value) for key, value in given.items()}
     for key in sorted(IMAGE_CONFS & set(given)):

@@ -392,3 +392,20 @@ def test_a_template_json_cannot_hold_is_refused_not_a_crash(client: RegistryClie
     with pytest.raises(SparkSpecError, match=match):
         pin_spark_conf({"spark.kubernetes.container.image": SPARK, "spark.kubernetes.executor.podTemplateFile": str(path)},
                        client=client, out_dir=tmp_path / "out")
+
+
+def test_annotation_confs_and_properties_that_unconfine_the_pods_are_refused(client: RegistryClient, tmp_path: Path) -> None:
+    apparmor = "spark.kubernetes.executor.annotation.container.apparmor.security.beta.kubernetes.io/spark-kubernetes-executor"
+    with pytest.raises(HardeningError, match="unconfined"):
+        pin_spark_conf({"spark.kubernetes.container.image": SPARK, apparmor: "unconfined"}, client=client,
+                       out_dir=tmp_path / "a")
+    props = tmp_path / "spark.properties"
+    props.write_text(f"{apparmor}=unconfined\n")
+    with pytest.raises(HardeningError, match="spark.properties"):
+        pin_spark_conf({"spark.kubernetes.container.image": SPARK}, client=client, out_dir=tmp_path / "b",
+                       properties_files=[props])
+    pin_spark_conf({"spark.kubernetes.container.image": SPARK, apparmor: "runtime/default"}, client=client,
+                   out_dir=tmp_path / "c")
+    with pytest.raises(SparkSpecError, match="SPARK_CONF_DIR"):
+        pin_spark_conf({"spark.kubernetes.container.image": SPARK, "spark.kubernetes.driverEnv.SPARK_CONF_DIR": "/x"},
+                       client=client, out_dir=tmp_path / "d")

@@ -500,3 +500,32 @@ def test_a_gate_label_on_the_application_is_refused(client: RegistryClient) -> N
     with pytest.raises(SparkSpecError) as caught:
         plan_spark_application(app, client=client, launch_id="L1")
     assert caught.value.option == "metadata.labels['imagegate.dev/launch']"
+
+
+APPARMOR = "container.apparmor.security.beta.kubernetes.io/spark-kubernetes-driver"
+
+
+@pytest.mark.parametrize("change", [
+    {"driver": {"annotations": {APPARMOR: "unconfined"}}},  # the operator puts them on the driver pod
+    {"sparkConf": {f"spark.kubernetes.driver.annotation.{APPARMOR}": "unconfined"}},
+    {"executor": {"annotations": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}}},
+])
+def test_pod_annotations_that_unconfine_the_pods_are_refused(client: RegistryClient, change: dict[str, Any]) -> None:
+    with pytest.raises(HardeningError, match="must be runtime/default|unconfined"):
+        plan_spark_application(application(**change), client=client)
+    plan_spark_application(application(**change), client=client, harden=False)  # hardening off: the user's call
+    plan_spark_application(application(driver={"annotations": {APPARMOR: "runtime/default"}}), client=client)
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"driver": {"envVars": {"SPARK_CONF_DIR": "/mnt/conf"}}}, "spec.driver.envVars['SPARK_CONF_DIR']"),
+    ({"sparkConf": {"spark.executorEnv.SPARK_CONF_DIR": "/mnt/conf"}}, "spec.sparkConf['spark.executorEnv.SPARK_CONF_DIR']"),
+    ({"driver": {"env": [{"name": "SPARK_CONF_DIR", "value": "/mnt/conf"}]}}, "spec.driver.env[0]"),
+    ({"executor": {"envFrom": [{"configMapRef": {"name": "c"}, "prefix": "SPARK_"}]}}, "spec.executor.envFrom[0]"),
+])
+def test_spark_conf_dir_that_would_point_spark_at_unread_settings_is_refused(
+    client: RegistryClient, change: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(SparkSpecError) as caught:
+        plan_spark_application(application(**change), client=client)
+    assert any(p.startswith(where + ": ") for p in caught.value.problems), caught.value.problems
