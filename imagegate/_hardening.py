@@ -11,15 +11,31 @@ no capabilities             ``cap_drop: [ALL]``                  ``capabilities.
 added capabilities          refused unless the policy lists      refused unless the policy lists them, and
                             them (``allowed-capabilities``)      then only ``NET_BIND_SERVICE`` (restricted)
 no privileged mode          ``privileged`` refused                ``privileged`` refused
-no host namespaces          ``pid``/``ipc``/``uts``/``userns``   ``hostPID``/``hostIPC``/``hostNetwork``
-                            ``_mode = host`` refused              refused
-confinement kept            ``seccomp``/``apparmor=unconfined``,  ``seccompProfile: RuntimeDefault`` (or
-                            ``label=disable`` refused             ``Localhost``)
+no host namespaces          ``pid``/``ipc``/``uts``/``userns``    ``hostPID``/``hostIPC``/``hostNetwork``
+                            ``_mode = host`` refused, and         refused
+                            ``pid``/``ipc_mode = container:…``
+                            (another container's: whatever it
+                            has); ``cgroupns`` ``private`` (set
+                            when unset); ``device_cgroup_rules``
+                            refused
+confinement kept            ``seccomp``: the engine's default     ``seccompProfile: RuntimeDefault`` (or
+                            profile only (unset or ``builtin``);  ``Localhost``)
+                            ``unconfined`` or a profile of the
+                            launch's own refused;
+                            ``apparmor=unconfined``,
+                            ``label=disable``, an SELinux type
+                            but ``container_t``/``_init_t``/
+                            ``_kvm_t``, a ``user``/``role``/
+                            ``filetype``, ``writable-cgroups``
+                            refused; the engine's record must
+                            keep its masked and read-only paths
 no host paths that give     binds, mounts, volumes and devices    no ``hostPath`` volume at all (only the
 away the host               of the engine's socket, ``/``,        restricted profile's volume types)
                             ``/etc``, ``/proc``, … refused unless
                             the policy lists them
-                            (``allowed-host-paths``)
+                            (``allowed-host-paths``); a mount
+                            of a type but bind, volume, tmpfs,
+                            and volume driver options refused
 non-root user               the checked user (``non-root``)       ``runAsNonRoot: true``, ``runAsUser`` the
                                                                   image's numeric uid when unset
 the baseline's other rules  — (see confinement kept)             refused: an SELinux type other than
@@ -34,11 +50,14 @@ the baseline's other rules  — (see confinement kept)             refused: an S
 
 After the engine created a Docker container, :func:`docker_violations` and :func:`mount_violations`
 read the same rules back from its record (``docker inspect``): the record, not the request, decides.
+A named volume's own options are not in that record: :func:`volume_violations` judges its
+``docker volume inspect`` record (one call per named volume the container mounts).
 
 A value the user set is kept when it satisfies the rules and refused, naming its field and the
 fix, when it does not: nothing the user wrote is silently replaced, and nothing weaker is launched.
-``network_mode="host"`` stays allowed on Docker (a laptop reaching a local database); Kubernetes'
-restricted profile refuses ``hostNetwork``.
+``network_mode="host"`` stays allowed on Docker (a laptop reaching a local database), and so does
+``container:ID`` (that container's network: at most the host's); Kubernetes' restricted profile refuses
+``hostNetwork``.
 """
 
 from __future__ import annotations
@@ -90,6 +109,22 @@ _PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 _WEAKENING_OPTS = ("seccomp=unconfined", "seccomp:unconfined", "apparmor=unconfined", "apparmor:unconfined",
                    "label=disable", "label:disable", "systempaths=unconfined")
 _NAMESPACE_OPTIONS = ("pid_mode", "ipc_mode", "uts_mode", "userns_mode")
+_NAMESPACE_FIELDS = ("PidMode", "IpcMode", "UTSMode", "UsernsMode")  # the same, as the engine records them
+#: The mount types judged here (moby's api/types/mount: bind, volume, tmpfs, npipe, cluster, image). An ``image``
+#: mount (Engine 28+) puts an image imagegate never checked in the container; the others are not Linux's.
+MOUNT_TYPES = frozenset({"bind", "volume", "tmpfs"})
+#: The seccomp values for which moby applies its own default profile (daemon/seccomp_linux.go: unset, or
+#: ``builtin``); it loads every other value but ``unconfined`` as a JSON profile, which may allow every syscall.
+DEFAULT_SECCOMP = frozenset({"builtin"})
+#: Keys of the local volume driver (moby's volume/local) that mount what they name: ``device`` with ``o=bind``
+#: binds a host path (a relative one from the engine's working directory, ``/``), ``type=proc``/``overlay``/…
+#: mount that filesystem.
+LOCAL_MOUNT_OPTIONS = frozenset({"type", "o", "device"})
+#: Paths the engine masks and makes read-only in every unprivileged container (daemon/pkg/oci/defaults.go; in
+#: every release's defaults since 1.13, recorded in ``HostConfig`` since API 1.37). A record that lists paths
+#: without these had ``systempaths=unconfined`` or the API's ``MaskedPaths``/``ReadonlyPaths`` set by hand.
+_MASKED_PATHS = ("/proc/kcore", "/proc/keys", "/sys/firmware")
+_READONLY_PATHS = ("/proc/sys", "/proc/sysrq-trigger")
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool, which the engine uses
 _GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 _VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # the local volume driver's name grammar
@@ -138,7 +173,8 @@ def harden_docker(options: Mapping[str, Any] | None, policy: Policy) -> dict[str
     """Docker create / host-config keyword arguments (the docker SDK's names) with the hardening merged in.
 
     Bind mounts (``mounts``, ``binds``, ``volumes``) and ``devices`` are checked against the host-path
-    rule (:func:`host_path_problem`); they are passed on as given.
+    rule (:func:`host_path_problem`); they are passed on as given. ``cgroupns`` is set ``private`` when
+    unset: the engine's default on a cgroup v1 host is the host's, and its record must show the hardening.
 
     Raises:
         HardeningError: naming each option that would weaken it.
@@ -148,31 +184,46 @@ def harden_docker(options: Mapping[str, Any] | None, policy: Policy) -> dict[str
     if kwargs.get("privileged"):
         problems.append("privileged=True undoes every other protection; add the one capability the job needs instead")
     for mode in _NAMESPACE_OPTIONS:
-        if str(kwargs.get(mode) or "").lower() == "host":
-            problems.append(f"{mode}='host' shares the host's namespace")
+        shared = _shared_namespace(kwargs.get(mode), mode)
+        if shared:
+            problems.append(f"{mode}={kwargs[mode]!r} shares {shared}. Fix: remove it")
     for cap in kwargs.get("cap_add") or ():
         if capability(cap) not in policy.allowed_capabilities:
             problems.append(f"cap_add {capability(cap)} is refused (every capability is dropped); "
                             f"allow it with allowed-capabilities = [{capability(cap)!r}] in the policy")
-    options_given = [str(opt) for opt in kwargs.get("security_opt") or ()]
-    no_new_privileges, weakening = _security_options(options_given)
-    for opt in options_given:
-        spelled = opt.replace(" ", "").lower()
-        # every spelling of false Go's ParseBool reads (0, f, F, false, FALSE, False), in any position
-        if spelled.startswith("no-new-privileges") and spelled.endswith(("false", "=0", ":0", "=f", ":f")):
-            problems.append(f"security_opt {opt!r} allows privilege escalation")
-        elif spelled in _WEAKENING_OPTS or opt in weakening:
-            problems.append(f"security_opt {opt!r} removes the container's confinement")
+    problems.extend(_requested_security_problems(kwargs.get("security_opt")))
+    problems.extend(_cgroup_problems(kwargs.get("cgroupns"), kwargs.get("device_cgroup_rules"), "cgroupns",
+                                     "device_cgroup_rules"))
     problems.extend(requested_mount_violations(kwargs, policy))
     if problems:
         raise HardeningError(problems, runtime="docker")
-    if no_new_privileges is not True:
+    options_given = [str(opt) for opt in kwargs.get("security_opt") or ()]
+    if _security_options(options_given)[0] is not True:
         options_given.append(NO_NEW_PRIVILEGES)
     kwargs["security_opt"] = options_given
     kwargs["cap_drop"] = sorted({capability(c) for c in kwargs.get("cap_drop") or ()} | {"ALL"})
     if kwargs.get("cap_add"):
         kwargs["cap_add"] = sorted({capability(c) for c in kwargs["cap_add"]})
+    if not kwargs.get("cgroupns"):
+        kwargs["cgroupns"] = "private"
     return kwargs
+
+
+def _requested_security_problems(security_opt: Any) -> list[str]:
+    """``security_opt`` entries that allow privilege escalation or weaken the confinement, one sentence each."""
+    options_given = [str(opt) for opt in security_opt or ()]
+    weakening = _security_options(options_given)[1]
+    problems: list[str] = []
+    for opt in options_given:
+        spelled = opt.replace(" ", "").lower()
+        # every spelling of false Go's ParseBool reads (0, f, F, false, FALSE, False), in any position
+        if spelled.startswith("no-new-privileges") and spelled.endswith(("false", "=0", ":0", "=f", ":f")):
+            problems.append(f"security_opt {opt!r} allows privilege escalation. Fix: remove it")
+        elif opt in weakening:
+            problems.append(f"security_opt {opt!r} {weakening[opt]}")
+        elif spelled in _WEAKENING_OPTS:  # other spellings the engine refuses, and the CLI's systempaths
+            problems.append(f"security_opt {opt!r} removes the container's confinement. Fix: remove it")
+    return problems
 
 
 def docker_violations(host_config: Mapping[str, Any], policy: Policy) -> list[str]:
@@ -180,8 +231,9 @@ def docker_violations(host_config: Mapping[str, Any], policy: Policy) -> list[st
 
     The same rules as :func:`harden_docker`, read from the engine's record: privileged mode, every
     capability dropped and none added beyond ``allowed-capabilities``, no-new-privileges on, no
-    confinement removed, no host pid/ipc/uts/user namespace, and no bind mount (``Binds``,
-    ``Mounts``) or device (``Devices``) of a host path that gives away the host.
+    confinement removed (``SecurityOpt``, the masked and read-only paths), no host pid/ipc/uts/user
+    namespace nor another container's, no host cgroup namespace nor device cgroup rule, and no bind
+    mount (``Binds``, ``Mounts``) or device (``Devices``) of a host path that gives away the host.
     """
     problems = []
     if host_config.get("Privileged"):
@@ -194,10 +246,14 @@ def docker_violations(host_config: Mapping[str, Any], policy: Policy) -> list[st
     no_new_privileges, weakening = _security_options(str(o) for o in host_config.get("SecurityOpt") or ())
     if no_new_privileges is not True:
         problems.append("HostConfig.SecurityOpt lacks no-new-privileges")
-    problems.extend(f"HostConfig.SecurityOpt holds {opt!r}, which removes the container's confinement" for opt in weakening)
-    for field_name in ("PidMode", "IpcMode", "UTSMode", "UsernsMode"):
-        if str(host_config.get(field_name) or "").lower() == "host":
-            problems.append(f"HostConfig.{field_name} is 'host' (the host's namespace)")
+    problems.extend(f"HostConfig.SecurityOpt holds {opt!r}, which {reason}" for opt, reason in weakening.items())
+    problems.extend(_system_paths_violations(host_config))
+    for field_name in _NAMESPACE_FIELDS:
+        shared = _shared_namespace(host_config.get(field_name), field_name)
+        if shared:
+            problems.append(f"HostConfig.{field_name} is {host_config[field_name]!r}, which shares {shared}")
+    problems.extend(_cgroup_problems(host_config.get("CgroupnsMode"), host_config.get("DeviceCgroupRules"),
+                                     "HostConfig.CgroupnsMode", "HostConfig.DeviceCgroupRules"))
     problems.extend(_binds_violations(host_config.get("Binds"), policy, "HostConfig.Binds"))
     problems.extend(_mounts_violations(host_config.get("Mounts"), policy, "HostConfig.Mounts"))
     problems.extend(_devices_violations(host_config.get("Devices"), policy, "HostConfig.Devices"))
@@ -209,30 +265,119 @@ def mount_violations(mounts: Iterable[Mapping[str, Any]] | None, policy: Policy)
     return _mounts_violations(list(mounts or ()), policy, "Mounts")
 
 
-def _security_options(options: Iterable[str]) -> tuple[bool | None, list[str]]:
+def volume_violations(volumes: Iterable[Mapping[str, Any]] | None) -> list[str]:
+    """What named volumes (``docker volume inspect`` records) break: a local-driver volume created with
+    ``type``, ``o`` or ``device`` options mounts whatever they name (a host path, ``/proc``, an overlay of
+    ``/etc``), and a container's record shows only the volume's name. Other drivers' options are the
+    plugin's own and an administrator installed it: they pass."""
+    problems: list[str] = []
+    for volume in volumes or ():
+        options = volume.get("Options") if isinstance(volume, Mapping) else None
+        if str(volume.get("Driver") or "local") != "local" or not isinstance(options, Mapping):
+            continue
+        given = sorted(str(key) for key in options if str(key).lower() in LOCAL_MOUNT_OPTIONS)
+        if given:
+            problems.append(f"volume {volume.get('Name')!r} was created with the local driver's {given} options, "
+                            "which mount what they name (a host path, /proc, an overlay of /etc). Fix: mount a "
+                            "volume created without them, or bind a directory of your own")
+    return problems
+
+
+def _shared_namespace(value: Any, option: str) -> str | None:
+    """What a ``*_mode`` / ``*Mode`` namespace value shares (None: its own namespace). ``container:ID``
+    joins that container's, and with it whatever it has: the host's, when it runs with the host's."""
+    mode = str(value or "").lower()
+    if mode == "host":
+        return "the host's namespace"
+    if mode.startswith("container:"):
+        return (f"another container's namespace, and with it whatever that container has: the host's, when it "
+                f"runs with {option} host")
+    return None
+
+
+def _cgroup_problems(cgroupns: Any, rules: Any, ns_key: str, rules_key: str) -> list[str]:
+    """The host cgroup namespace, and device cgroup rules (``c *:* rwm`` opens every host device)."""
+    problems: list[str] = []
+    if str(cgroupns or "").lower() == "host":
+        problems.append(f"{ns_key} is 'host': the host's cgroup namespace, its whole cgroup tree. Fix: remove it "
+                        "(imagegate sets cgroupns='private')")
+    if rules:
+        problems.append(f"{rules_key} holds {rules!r}: device "
+                        "cgroup rules let the container create and open host devices. Fix: remove it; pass the one "
+                        "device the job needs with devices=[...]")
+    return problems
+
+
+def _system_paths_violations(host_config: Mapping[str, Any]) -> list[str]:
+    """``MaskedPaths``/``ReadonlyPaths`` that lack the engine's defaults (None: the engine's defaults apply)."""
+    problems: list[str] = []
+    for field_name, needed in (("MaskedPaths", _MASKED_PATHS), ("ReadonlyPaths", _READONLY_PATHS)):
+        paths = host_config.get(field_name)
+        if paths is None:
+            continue
+        missing = [path for path in needed if path not in paths]
+        if missing:
+            problems.append(f"HostConfig.{field_name} lacks {missing}, which the engine protects in every container "
+                            "(systempaths=unconfined)")
+    return problems
+
+
+def _security_options(options: Iterable[str]) -> tuple[bool | None, dict[str, str]]:
     """``SecurityOpt`` read as the engine reads it (moby's ``parseSecurityOpt``): whether
-    no-new-privileges ends up on (None: not given; the last one wins), and the options that remove
-    the confinement. An option the engine cannot parse is left out: the engine refuses it."""
+    no-new-privileges ends up on (None: not given; the last one wins), and each option that weakens the
+    confinement with why and the fix. An option the engine cannot parse is left out: the engine refuses it."""
     no_new_privileges: bool | None = None
-    weakening: list[str] = []
+    weakening: dict[str, str] = {}
     for opt in options:
         if opt == "no-new-privileges":
             no_new_privileges = True
             continue
-        if opt == "disable":
-            weakening.append(opt)
-            continue
         sep = "=" if "=" in opt else ":" if ":" in opt else None
-        if sep is None:
-            continue
-        key, value = opt.split(sep, 1)
-        if key == "no-new-privileges":
+        key, value = opt.split(sep, 1) if sep else (opt, "")  # a bare "disable" is label=disable to the engine
+        if key == "no-new-privileges" and sep:
             no_new_privileges = True if value in _GO_TRUE else False if value in _GO_FALSE else no_new_privileges
-        elif key in ("seccomp", "apparmor") and value == "unconfined":
-            weakening.append(opt)
-        elif key == "label" and (value == "disable" or value in ("type:spc_t", "type:unconfined_t")):
-            weakening.append(opt)
+            continue
+        problem = _option_problem(key, value) if sep or opt in ("disable", "writable-cgroups") else None
+        if problem:
+            weakening[opt] = problem
     return no_new_privileges, weakening
+
+
+def _option_problem(key: str, value: str) -> str | None:
+    """Why the security option *key* = *value* weakens the confinement (with the fix); None when it does not."""
+    if key == "seccomp" and value == "unconfined":
+        return "removes the container's confinement (no seccomp filter). Fix: remove it (the engine's default profile applies)"
+    if key == "seccomp" and value not in DEFAULT_SECCOMP:
+        return ("replaces the engine's default seccomp profile with one of the launch's own (the engine loads any value "
+                "but 'unconfined' and 'builtin' as a JSON profile, and one may allow every system call), which may "
+                "remove the container's confinement. Fix: remove it, or give seccomp=builtin (the engine's default "
+                "profile)")
+    if key == "apparmor" and value == "unconfined":
+        return "removes the container's confinement (no AppArmor profile). Fix: remove it (the engine's default applies)"
+    if key in ("label", "disable"):
+        return _label_problem(value if key == "label" else "disable")
+    if key == "writable-cgroups" and (value == "" or value in _GO_TRUE):
+        return ("makes the cgroup filesystem writable in the container (privileged mode's setting), which weakens the "
+                "container's confinement. Fix: remove it")
+    return None
+
+
+def _label_problem(value: str) -> str | None:
+    """An SELinux label option (go-selinux's ``InitLabels``: ``disable``, or ``KEY:VALUE`` with KEY type,
+    user, role, level or filetype) held to the Pod Security baseline: a type from :data:`SELINUX_TYPES`,
+    no user or role; a level is free there too. ``filetype`` (the files' type) has no baseline twin: refused."""
+    if value == "disable":
+        return "removes the container's confinement (SELinux labelling off). Fix: remove it"
+    kind, sep, name = value.partition(":")
+    if not sep:
+        return None  # the engine refuses it
+    if kind == "type" and name not in SELINUX_TYPES:
+        return (f"runs the container under SELinux type {name!r}, not container_t, container_init_t or container_kvm_t, "
+                "which may remove the container's confinement. Fix: remove it")
+    if kind in ("user", "role", "filetype"):
+        return (f"sets the SELinux {kind} (only a type of container_t, container_init_t, container_kvm_t and a level "
+                "may be set), which may remove the container's confinement. Fix: remove it")
+    return None
 
 
 # -- host paths ---------------------------------------------------------------------------------------
@@ -414,20 +559,43 @@ def _mounts_violations(mounts: Any, policy: Policy, key: str) -> list[str]:
                 problem = host_path_problem(source, policy, where=where)
                 if problem:
                     problems.append(problem)
-        for device in _volume_devices(mount):  # the local driver's type=none,o=bind,device=PATH binds PATH
-            problem = host_path_problem(device, policy, where=f"{where} volume driver option device")
-            if problem:
-                problems.append(problem)
+        problems.extend(_mount_kind_problems(kinds, where))
+        given = _driver_options(mount)
+        if given:
+            problems.append(f"{where} gives the volume driver options {given}: the local driver's type, o and device "
+                            "mount what they name (o=bind,device=. is the engine's working directory, /; type=proc, "
+                            "an overlay of /etc), and no driver option is judged here. Fix: create the volume "
+                            "beforehand with docker volume create and mount it by name")
     return problems
 
 
-def _volume_devices(mount: Mapping[str, Any]) -> list[str]:
+def _mount_kind_problems(kinds: set[str], where: str) -> list[str]:
+    """A mount type other than :data:`MOUNT_TYPES` (unset is left to the engine, which refuses it)."""
+    problems: list[str] = []
+    for kind in sorted(kinds - MOUNT_TYPES):
+        if kind == "image":
+            problems.append(f"{where} is an image mount: it puts the files of an image imagegate never checked in "
+                            "the container. Fix: build what the job needs into the checked image")
+        else:
+            problems.append(f"{where} is a mount of type {kind!r}; only bind, volume and tmpfs mounts are judged "
+                            "here. Fix: use one of those")
+    return problems
+
+
+def _driver_options(mount: Mapping[str, Any]) -> list[str]:
+    """The option names of every ``DriverConfig`` of a mount (``VolumeOptions.DriverConfig``, or the
+    keyword dicts' top-level ``driver_config``); an options value that is not a mapping counts whole."""
     configs = [c for options in _values(mount, "volumeoptions") if isinstance(options, Mapping)
                for c in _values(options, "driverconfig")]
     configs += list(_values(mount, "driverconfig"))
-    return [str(device) for config in configs if isinstance(config, Mapping)
-            for options in _values(config, "options") if isinstance(options, Mapping)
-            for device in _values(options, "device") if isinstance(device, str) and device.startswith("/")]
+    given: list[str] = []
+    for config in configs:
+        for options in (_values(config, "options") if isinstance(config, Mapping) else ()):
+            if isinstance(options, Mapping):
+                given.extend(str(key) for key in options)
+            elif options:
+                given.append(repr(options))
+    return sorted(set(given))
 
 
 def _devices_violations(devices: Any, policy: Policy, key: str) -> list[str]:
