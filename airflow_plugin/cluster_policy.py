@@ -10,7 +10,10 @@ unless Airflow's config says otherwise::
     # or: AIRFLOW__IMAGEGATE__CLUSTER_POLICY=enforce
 
 What it does to *plain* provider operators (imagegate's own operators are left alone —
-they gate themselves), always through imagegate's one gate:
+they gate themselves), always through imagegate's one gate. What counts as "imagegate's own" is
+decided by code, never by anything a DAG declares: an operator class defined in this package (not
+a class attribute any subclass can set), a pod built while ``ImagegateKubernetesPodOperator.build_pod_request_obj``
+runs (:func:`gated_build`, not an annotation any ``KubernetesPodOperator(annotations=…)`` can set).
 
 ``task_policy`` (DAG parse time, no network)
     ``imagegate.check_offline``: what can be checked from the reference text alone (the
@@ -33,11 +36,13 @@ image that resolves is still pinned. What the policy does not do to plain operat
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from airflow.policies import hookimpl
 
@@ -46,7 +51,7 @@ log = logging.getLogger(__name__)
 MODES = ("off", "warn", "enforce")
 _DOCKER = ("airflow.providers.docker.operators.docker", "DockerOperator")
 _KUBERNETES = ("airflow.providers.cncf.kubernetes.operators.pod", "KubernetesPodOperator")
-ANNOTATION = "imagegate.dev/pinned"  # imagegate.LABEL_PINNED: a pod imagegate's own operator gates itself
+ANNOTATION = "imagegate.dev/pinned"  # imagegate.LABEL_PINNED: what the hook pinned a plain pod's first container to
 SIDECAR_NAME = "airflow-xcom-sidecar"  # the provider's PodDefaults.SIDECAR_CONTAINER_NAME (its module is not imported here)
 SIDECAR_ROLE = "XCom sidecar"
 SIDECAR_FIX = ("set xcom_sidecar_container_image in the Kubernetes connection's extra to a pinned, non-root image "
@@ -77,8 +82,35 @@ def _mode(env_value: str | None) -> str:
     return value
 
 
+# Set only while imagegate's Kubernetes operator builds its pod: the provider calls pod_mutation_hook at the end of
+# building, and that operator then gates the whole pod itself (plan_pod). A context variable, not a mark on the
+# pod: the hook receives nothing but the pod, and everything on a pod (annotations, labels) a plain operator's
+# arguments can set. It is per thread and per task, so another operator building a pod meanwhile is not skipped.
+_GATED_BUILD: contextvars.ContextVar[bool] = contextvars.ContextVar("imagegate_gated_build", default=False)
+
+
+@contextlib.contextmanager
+def gated_build() -> Iterator[None]:
+    """While ``ImagegateKubernetesPodOperator`` has the provider build its pod: ``pod_mutation_hook`` leaves that pod
+    to the operator, which checks, pins and hardens every container of it right after (and again before creating it)."""
+    token = _GATED_BUILD.set(True)
+    try:
+        yield
+    finally:
+        _GATED_BUILD.reset(token)
+
+
+def _gates_itself(task: Any) -> bool:
+    """Whether *task* is one of imagegate's own operators (or a subclass): the class that says so
+    (``imagegate_gated = True``) must be defined in this package, so a plain operator cannot opt out by setting it."""
+    for cls in type(task).__mro__:
+        if "imagegate_gated" in vars(cls):
+            return bool(vars(cls)["imagegate_gated"]) and cls.__module__.split(".")[0] == __name__.split(".")[0]
+    return False
+
+
 def _kind(task: Any) -> str | None:
-    if getattr(task, "imagegate_gated", False):
+    if _gates_itself(task):
         return None  # imagegate's own operators gate themselves
     for cls in type(task).__mro__:
         if (cls.__module__, cls.__name__) == _DOCKER:
@@ -187,13 +219,17 @@ def _guarded(current: str, logger: Any, gate: Any) -> Any:
 
 @hookimpl
 def pod_mutation_hook(pod: Any) -> None:
-    """When a plain KubernetesPodOperator builds its pod: check every container's image and pin it."""
+    """When a plain KubernetesPodOperator builds its pod: check every container's image and pin it.
+
+    Every pod is checked, whatever it is annotated with (``imagegate.dev/pinned`` included: any operator's
+    ``annotations=`` sets it); a pod pinned already is checked again by its digests. Only the pod
+    imagegate's own operator is building (:func:`gated_build`) is left to that operator."""
     current = mode()
     if current == "off":
         return
+    if _GATED_BUILD.get():
+        return  # imagegate's operator is building this pod: it gates every container itself (see gated_build)
     annotations = (pod.metadata.annotations or {}) if pod.metadata else {}
-    if ANNOTATION in annotations:
-        return  # built by imagegate's operator: it gates every container itself
     import imagegate
 
     from airflow_plugin import _gate

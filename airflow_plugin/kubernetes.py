@@ -1,12 +1,16 @@
 """``ImagegateKubernetesPodOperator``: the provider's KubernetesPodOperator behind imagegate's gate.
 
 The gate runs in ``build_pod_request_obj()``, which both the synchronous and the deferrable
-paths call and which ``dry_run()`` prints, so a dry run shows and enforces it. The task's image
-is planned first (``imagegate.plan_launch``); the provider then builds its pod (templates,
-``full_pod_spec``, ``pod_template_file``, the XCom sidecar), and ``imagegate.plan_pod`` checks and
-pins **every** container of it — init containers, sidecars, the XCom sidecar — and applies the
-restricted Pod Security Standard (user values win, then the pod must pass it). After creation the
-pod the API server stored is compared with the plan, and each container's ``imageID`` once it runs.
+paths call and which ``dry_run()`` prints, so a dry run shows and enforces it. The provider builds its
+pod first (templates, ``full_pod_spec``, ``pod_template_file``, the XCom sidecar); the task's image is
+then checked (``imagegate.plan_launch``) as the ``runAsUser`` that pod gives its container, wherever it
+was set, and ``imagegate.plan_pod`` checks and pins **every** container — init containers, sidecars,
+the XCom sidecar — and applies the restricted Pod Security Standard (user values win, then the pod must
+pass it). ``execute`` always builds its own pod this way: a ``pod_request_obj`` or ``pod`` set from outside
+(which the provider would launch unbuilt, ungated) is refused (``PresetPodRefused``). Right before the create
+call the pod — after the provider's ``on_pod_manifest_created`` callbacks, which get the very object — must
+still be the plan (images, users, profile); after creation the pod the API server stored is compared with
+the plan the same way, and each container's ``imageID`` once it runs.
 
 Killed tasks leave nothing behind. The pod is labelled with ``imagegate.dev/task-key`` (the task instance,
 every try alike) and this launch, and annotated with the full ids. Before a try creates its pod it settles
@@ -24,10 +28,11 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any, Sequence
 
+from airflow.exceptions import AirflowException
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
 from airflow_plugin import _gate
-from airflow_plugin.cluster_policy import SIDECAR_FIX, SIDECAR_NAME, SIDECAR_ROLE
+from airflow_plugin.cluster_policy import SIDECAR_FIX, SIDECAR_NAME, SIDECAR_ROLE, gated_build
 from airflow_plugin.links import LaunchedImageLink
 
 if TYPE_CHECKING:
@@ -75,6 +80,21 @@ def _camel_keys(value: Any) -> Any:
     if isinstance(value, list):
         return [_camel_keys(v) for v in value]
     return value
+
+
+class PresetPodRefused(AirflowException, ValueError):
+    """A pod request (``pod_request_obj``) or pod (``pod``) was set on the operator from outside: the provider
+    would launch it without building — so without imagegate's gate. ``.option`` names the attribute."""
+
+    def __init__(self, option: str, why: str | None = None) -> None:
+        self.option = option
+        reason = why or (f"{option} was set before the task ran, so the provider would launch it without building "
+                         "its pod, skipping imagegate's checks")
+        super().__init__(
+            f"imagegate refused to launch: {reason}. Nothing was created. Fix: do not set {option}; describe the pod "
+            "with pod_template_dict=, pod_template_file= or full_pod_spec= (and the operator's arguments), which the "
+            "gate checks"
+        )
 
 
 _CONTEXTS = (
@@ -138,6 +158,8 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
             imagegate_settled=None,
             _imagegate_launch_id=None,
             _imagegate_identity=None,
+            _imagegate_pod_request_obj=None,
+            _imagegate_pod=None,
         )
         _gate.validate_source(image, lock_name, job_dir, repository)
 
@@ -147,39 +169,34 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
         plan = self.imagegate_pod_plan.plans.get(SIDECAR_NAME) if self.imagegate_pod_plan else None
         return plan.report if plan is not None else None
 
-    def _user_override(self) -> str | None:
-        """``runAsUser`` given for the task's container (its own, else the pod's): checked instead of USER."""
-        pod = {"spec": {"securityContext": to_dict(self.security_context),
-                        "containers": [{"name": self.base_container_name,
-                                        "securityContext": to_dict(self.container_security_context)}]}}
-        return _gate._core().pod_user(pod, self.base_container_name)
-
-    def gate(self, context: Any = None) -> Report:
-        """Resolve (or build) and check the task's image for Kubernetes; raise ImageRefused when a check fails."""
-        if self.imagegate_plan is None:  # checked once per task instance (dry_run, then the pod)
+    def gate(self, context: Any = None, *, user: str | None = None) -> Report:
+        """Resolve (or build) and check the task's image for Kubernetes as *user* (the ``runAsUser`` its container
+        will run as; None: the image's USER); raise ImageRefused when a check fails."""
+        plan = self.imagegate_plan
+        if plan is None or plan.user != user:  # checked once per task instance and user (dry_run, then the pod)
             policy = _gate.load_policy(self.policy, _gate.dag_folder(self))
             self._imagegate_policy = policy
-            self.imagegate_plan = _gate.plan(self, context, backend="kubernetes", user=self._user_override(), policy=policy)
+            self.imagegate_plan = _gate.plan(self, context, backend="kubernetes", user=user, policy=policy)
             self.imagegate_report = self.imagegate_plan.report
         return self.imagegate_plan.report
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
-        report = self.gate(context)
+        """The provider's pod (templates, ``full_pod_spec``, ``pod_template_file``, the XCom sidecar), then the gate:
+        the task's image checked as the user the built pod runs it as — wherever that ``runAsUser`` came from —
+        and every other container checked, pinned and (``harden``) put under the restricted profile."""
+        core = _gate._core()
+        with gated_build():  # the cluster policy's pod_mutation_hook leaves this pod to plan_pod below
+            pod = to_dict(super().build_pod_request_obj(context, dry_run=dry_run))
+        report = self.gate(context, user=core.pod_user(pod, self.base_container_name))
         plan = self.imagegate_plan
         assert plan is not None
         if dry_run:
             print(report.render_text())
-        core = _gate._core()
-        self.image = plan.launch
-        # Annotated before the provider builds the pod, so the cluster policy's pod_mutation_hook (which the
-        # provider calls at the end of building it) sees a pod this operator gates itself.
-        self.annotations = {**(self.annotations or {}), "imagegate.dev/pinned": str(plan.pinned)}
-        pod = super().build_pod_request_obj(context, dry_run=dry_run)
         self._imagegate_identity = _gate.task_identity(context)
         self._imagegate_launch_id = uuid.uuid4().hex
         with _gate.airflow_errors(context, task_report=report):
             planned = core.plan_pod(
-                to_dict(pod), policy=self._imagegate_policy, primary=plan, primary_container=self.base_container_name,
+                pod, policy=self._imagegate_policy, primary=plan, primary_container=self.base_container_name,
                 harden=self.harden, roles={SIDECAR_NAME: SIDECAR_ROLE}, fixes={SIDECAR_NAME: SIDECAR_FIX},
                 orchestrator=_gate.ORCHESTRATOR, task=_gate.task_label(self), identity=self._imagegate_identity,
                 launch_id=self._imagegate_launch_id,
@@ -191,38 +208,67 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
                 print(f"[{role}]\n{helper.render_text()}")
         self.imagegate_pod_plan = planned
         result = to_model(planned.pod, "V1Pod")
+        self._imagegate_pod_request_obj = result
         _gate.push_record(context, report, {"pod": result.metadata.name, "image": plan.launch}, helpers=helpers)
         return result
+
+    def execute_sync(self, context: Any) -> Any:
+        self._build_own_request(context)
+        return super().execute_sync(context)
+
+    def execute_async(self, context: Any) -> None:
+        self._build_own_request(context)
+        return super().execute_async(context)
+
+    def _build_own_request(self, context: Any) -> None:
+        """The provider builds (and so gates) its pod only when ``pod_request_obj`` is unset, and creates one only
+        when ``pod`` is: a pod request or pod set from outside would skip the gate, so it is refused, not silently
+        replaced (the DAG meant something by it; the gated ways are ``pod_template_dict``, ``pod_template_file``
+        and ``full_pod_spec``). One this operator built itself (an earlier ``execute`` of the same instance) is
+        built again, for this run."""
+        for attribute in ("pod_request_obj", "pod"):
+            value = getattr(self, attribute)
+            if value is not None and value is not getattr(self, f"_imagegate_{attribute}", None):
+                raise PresetPodRefused(attribute)
+        self.pod = None
+        self.pod_request_obj = self.build_pod_request_obj(context)
 
     # -- launch verification ----------------------------------------------------------------
 
     def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Any) -> k8s.V1Pod:
         """Settle the pods of earlier tries (reattach to one, mark and delete the rest), else create this
-        try's pod; either way the pod the API server stored must run exactly the planned images.
+        try's pod; either way the pod must be the plan (``PodPlan.verify_request`` right before the create
+        call, ``verify_spec`` on what the API server stored): the planned images, each as the user it was
+        checked as, under the restricted profile when ``harden``. Without a plan for this run nothing is created.
 
         The provider's own reattach (``durable``: the task state store, then a label search) is replaced
         by this one, which also checks the images and never leaves a second pod running.
         """
-        identity = self._imagegate_identity
-        if self.imagegate_pod_plan is None or identity is None:  # outside a task run: the provider's own way
-            pod = super().get_or_create_pod(pod_request_obj, context)
-            self._verify(pod, status=False)
-            return pod
+        planned = self.imagegate_pod_plan
+        if planned is None:
+            raise PresetPodRefused("pod_request_obj", "no imagegate plan exists for this run: the pod was not built "
+                                   "by this operator's build_pod_request_obj()")
         self._check_alive()
+        identity = self._imagegate_identity
         namespace = pod_request_obj.metadata.namespace
-        reattached = self._settle(namespace, identity, exclude=pod_request_obj.metadata.name)
+        reattached = self._settle(namespace, identity, exclude=pod_request_obj.metadata.name) if identity else None
         if reattached is not None:
             pod = self.client.read_namespaced_pod(reattached, namespace)
             self._persist(context, pod)
             self._verify(pod, status=False)
+            self._imagegate_pod = pod
             return pod
-        self.log.debug("Starting pod:\n%s", json.dumps(to_dict(pod_request_obj)))
+        request = to_dict(pod_request_obj)  # as it is now: callbacks (on_pod_manifest_created) got the same object
+        with _gate.airflow_errors(context):
+            planned.verify_request(request)
+        self.log.debug("Starting pod:\n%s", json.dumps(request))
         self.pod_manager.create_pod(pod=pod_request_obj)
         if getattr(self, "_killed", False):  # on_kill ran while the create call was under way
             self._delete(pod_request_obj.metadata.name, namespace, "the task was killed while its pod was created")
             self._check_alive()
         self._persist(context, pod_request_obj)
         self._verify(pod_request_obj, status=False)
+        self._imagegate_pod = pod_request_obj
         return pod_request_obj
 
     def _settle(self, namespace: str, identity: Any, *, exclude: str) -> str | None:
@@ -326,6 +372,7 @@ class ImagegateKubernetesPodOperator(KubernetesPodOperator):
         try:
             with _gate.airflow_errors():
                 (planned.verify_status if status else planned.verify_spec)(to_dict(remote))
-        except _gate.LaunchMismatch:
+        except (_gate.LaunchMismatch, _gate.HardeningViolation) as exc:
             self.client.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+            exc.add_note(f"imagegate deleted pod {pod.metadata.namespace}/{pod.metadata.name}")
             raise

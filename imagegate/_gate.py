@@ -15,8 +15,9 @@ an XCom sidecar — and applies the restricted profile (:mod:`imagegate._hardeni
 After the runtime created the container, :func:`verify_container` (Docker: the engine's record of
 the container — its image id, its ``HostConfig`` and mounts under the hardening, its user; every
 Docker door calls it between create and start) and :meth:`PodPlan.verify_spec` /
-:meth:`PodPlan.verify_status` (Kubernetes: the created pod's images and each container status
-``imageID``) refuse anything that is not the plan.
+:meth:`PodPlan.verify_status` (Kubernetes: the created pod's images, each container's user, the restricted
+profile when the plan applied it, and each container status ``imageID``) refuse anything that is not the plan;
+:meth:`PodPlan.verify_request` holds the pod about to be created to the same.
 
 The one label scheme both runtimes carry is here too (:func:`container_labels`, :func:`pod_metadata`).
 """
@@ -34,7 +35,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from imagegate._api import check, shared_client
 from imagegate._checks import numeric_ids
 from imagegate._errors import CheckFailed, ImagegateError, typed_errors
-from imagegate._hardening import CONTAINER_FIELDS, HardeningError, docker_violations, harden_pod, mount_violations
+from imagegate._hardening import (
+    CONTAINER_FIELDS,
+    HardeningError,
+    docker_violations,
+    harden_pod,
+    mount_violations,
+    restricted_violations,
+)
 from imagegate._owner import LABEL_SPEC, LABEL_TASK_KEY, PREFIX, Launcher, TaskIdentity
 from imagegate._policy import Backend, Policy
 from imagegate._reference import Reference, launch_reference, parse_reference
@@ -282,19 +290,91 @@ def _reference_of(source: ImageSource, policy: Policy, client: RegistryClient | 
 
 @dataclass(frozen=True)
 class PodPlan:
-    """A pod with every container's image checked and pinned (and the restricted profile applied)."""
+    """A pod with every container's image checked and pinned (and the restricted profile applied).
+
+    ``hardened`` says whether :func:`plan_pod` applied the restricted profile (under ``policy``): then
+    every later look at the pod — before it is created, as the API server stored it, on a retry's
+    reattach — holds it to that profile too, not only to the images.
+    """
 
     pod: dict[str, Any]  # camelCase, as the API server reads it
     plans: Mapping[str, LaunchPlan]  # container name -> its plan
+    hardened: bool = False
+    policy: Policy | None = field(default=None, compare=False)
+
+    def verify_request(self, pod: Mapping[str, Any]) -> None:
+        """The pod about to be created — after whatever ran between the plan and the create call (a provider
+        callback gets the very object) — is still the plan: its images, users and profile, and this launch.
+
+        Raises:
+            LaunchMismatch: a container's image is not its planned one.
+            HardeningError: (no ``.container``: nothing was created) a container runs another user than the
+                one checked, the pod breaks the restricted profile it was planned under, or it is not this launch.
+        """
+        self._verify_images(pod)
+        problems = self._problems(pod)
+        launch = ((self.pod.get("metadata") or {}).get("labels") or {}).get(LABEL_LAUNCH)
+        given = ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_LAUNCH)
+        if launch and given != launch:
+            problems.append(f"metadata.labels[{LABEL_LAUNCH}] is {given!r}, not this launch's {launch!r}. Fix: create "
+                            "the pod this plan returned; nothing may relabel it")
+        if problems:
+            raise HardeningError(problems, runtime="kubernetes")
 
     def verify_spec(self, created: Mapping[str, Any]) -> None:
-        """The pod as the API server stored it (after admission webhooks) runs exactly the planned images."""
-        for container in _containers(created):
+        """The pod as the API server stored it (after admission webhooks), or an earlier try's pod a retry
+        would reattach to, runs exactly the planned images, each as the user the gate checked it as, and
+        (``hardened``) passes the restricted profile.
+
+        Raises:
+            LaunchMismatch: a container's image is not its planned one.
+            HardeningError: (``.container`` is the pod's name) another user, or the profile is broken.
+        """
+        self._verify_images(created)
+        problems = self._problems(created)
+        if problems:
+            name = str((created.get("metadata") or {}).get("name") or "(the created pod)")
+            raise HardeningError(problems, runtime="kubernetes", container=name)
+
+    def _verify_images(self, pod: Mapping[str, Any]) -> None:
+        for container in _containers(pod):
             plan = self.plans.get(container.get("name", ""))
             image = container.get("image", "")
             if plan is None or image != plan.launch:
                 expected = (plan.launch,) if plan else tuple(sorted(p.launch for p in self.plans.values()))
                 raise LaunchMismatch(expected, image or "(no image)", f"container {container.get('name')!r} of the pod")
+
+    def _problems(self, pod: Mapping[str, Any]) -> list[str]:
+        """Users that are not the checked ones, then (``hardened``) every break of the restricted profile."""
+        problems = self._user_problems(pod)
+        if self.hardened:
+            problems += restricted_violations(pod, self.policy)
+        return problems
+
+    def _user_problems(self, pod: Mapping[str, Any]) -> list[str]:
+        return [problem for container in _containers(pod)
+                if (problem := self._user_problem(pod, container.get("name", ""))) is not None]
+
+    def _user_problem(self, pod: Mapping[str, Any], name: str) -> str | None:
+        """Whether container *name* runs as the user its image was checked as (the non-root check holds for
+        that user only). Kubernetes runs the container's ``runAsUser``, else the pod's, else the image's USER.
+
+        A plan checked as the image's USER (no override) accepts no ``runAsUser`` or exactly that USER's
+        numeric uid (what :func:`harden_pod` sets); a plan checked as an override accepts exactly its uid.
+        """
+        plan = self.plans.get(name)
+        if plan is None:
+            return None  # _verify_images refused it already
+        effective = pod_user(pod, name)
+        if effective is None and plan.user is None:
+            return None
+        if effective is not None and plan.uid is not None and effective == str(plan.uid):
+            return None
+        checked = plan.user if plan.user is not None else plan.report.user
+        runs = f"runAsUser {effective}" if effective is not None else "the image's USER (no runAsUser)"
+        return (f"container {name!r} runs as {runs}, not the user imagegate checked ({checked!r}). Fix: set runAsUser "
+                "in the pod before it is gated (the task's security contexts or pod template), not in a callback or "
+                "mutating webhook that changes the pod after the check")
 
     def verify_status(self, created: Mapping[str, Any]) -> None:
         """Every container status that reports an ``imageID`` reports one of its plan's digests."""
@@ -367,7 +447,8 @@ def plan_pod(
 
     Raises:
         CheckFailed: a container's image is refused (``.role`` names it); nothing is created.
-        HardeningError: the pod breaks the restricted profile.
+        HardeningError: the pod breaks the restricted profile, or gives *primary_container* another
+            ``runAsUser`` than the user *primary* was checked as.
     """
     policy = policy or Policy()
     roles, fixes = roles or {}, fixes or {}
@@ -400,7 +481,13 @@ def plan_pod(
     )
     metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
     metadata["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
-    return PodPlan(result, plans)
+    planned = PodPlan(result, plans, hardened=harden, policy=policy)
+    # Each helper was just checked as the user it runs as; the primary was planned before this pod was seen,
+    # so a runAsUser the pod gives it (a template, a base pod spec) must be the one its image was checked as.
+    problems = planned._user_problems(result)
+    if problems:
+        raise HardeningError(problems, runtime="kubernetes")
+    return planned
 
 
 def _containers(pod: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -150,9 +150,10 @@ def pod_verdicts(pods: Sequence[Mapping[str, Any]], planned: PodPlan, *, reattac
     """What a retry does with each pod of its earlier tries (camelCase, as the API server stores them).
 
     At most one is reattached: the newest that is Pending or Running, not being deleted, not marked
-    *checked_label* ``=True`` (the Kubernetes provider's "already checked"), whose every container runs
-    this try's planned image (:meth:`PodPlan.verify_spec`, and :meth:`PodPlan.verify_status` for the
-    ones started). Every other live pod is removed; a finished one too, unless *keep_finished*.
+    *checked_label* ``=True`` (the Kubernetes provider's "already checked"), that passes exactly what a pod
+    this try creates must pass (:meth:`PodPlan.verify_spec`: every container runs its planned image as the
+    checked user and, for a hardened plan, the pod keeps the restricted profile; :meth:`PodPlan.verify_status`
+    for the containers started). Every other live pod is removed; a finished one too, unless *keep_finished*.
     """
     verdicts: list[Predecessor] = []
     chosen = False
@@ -182,6 +183,8 @@ def pod_verdicts(pods: Sequence[Mapping[str, Any]], planned: PodPlan, *, reattac
                 planned.verify_status(pod)
             except LaunchMismatch as exc:
                 why = f"it runs {exc.actual}, not the image this try checked"
+            except HardeningError as exc:  # another user, or (a hardened plan) it breaks the restricted profile
+                why = "it is not the pod this try would create: " + "; ".join(exc.problems)
         if why is None:
             chosen = True
             verdicts.append(Predecessor(**base, action="reattach", reason="it still runs this try's checked images"))

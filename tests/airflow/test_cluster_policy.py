@@ -169,8 +169,9 @@ def test_pod_mutation_hook_checks_the_xcom_sidecar_of_plain_pods(
     with pytest.raises(ImageRefused) as caught:
         plain().build_pod_request_obj(dry_run=True)
     assert caught.value.role == "XCom sidecar" and "xcom_sidecar_container_image" in str(caught.value)
-    # imagegate's own operator checks its pod itself; it marks the pod before the provider builds it, so the
-    # hook (which the provider calls at the end of building) does not check the same images again.
+    # imagegate's own operator checks its pod itself; while it has the provider build that pod (which calls the
+    # hook at the end) the hook leaves it alone (cluster_policy.gated_build: no mark on the pod, which any
+    # operator's annotations= could forge), so the same images are not checked twice.
     sidecar(stack.env["IMAGEGATE_BUSYBOX_IMAGE"])
     with caplog.at_level(logging.INFO, logger="airflow_plugin.cluster_policy"):
         plain().build_pod_request_obj(dry_run=True)

@@ -142,6 +142,96 @@ def test_a_pod_gates_every_container(client: RegistryClient, registry: FakeRegis
         planned.verify_status(running)
 
 
+def _tampered(pod: dict, **changes: object) -> dict:
+    """A copy of *pod* as a provider callback or a mutating webhook could leave it after the plan."""
+    copy = json.loads(json.dumps(pod))
+    spec = copy["spec"]
+    base = spec["containers"][0]
+    for key, value in changes.items():
+        if key == "hostPath":
+            spec["volumes"] = [{"name": "root", "hostPath": {"path": "/"}}]
+            base["volumeMounts"] = [{"name": "root", "mountPath": "/host"}]
+        elif key in ("hostPID", "hostNetwork"):
+            spec[key] = value
+        elif key == "podRunAsUser":
+            spec.setdefault("securityContext", {})["runAsUser"] = value
+        else:
+            base.setdefault("securityContext", {})[key] = value
+    return copy
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"privileged": True}, "privileged must be false"),
+    ({"hostPath": True}, "hostPath"),
+    ({"hostPID": True}, "spec.hostPID"),
+    ({"allowPrivilegeEscalation": True}, "allowPrivilegeEscalation must be false"),
+])
+def test_a_hardened_plan_holds_the_stored_pod_to_the_profile(client: RegistryClient, change: dict, field: str) -> None:
+    primary = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), backend="kubernetes", client=client)
+    planned = plan_pod({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "base", "image": "x"}]}},
+                       primary=primary, primary_container="base", client=client, launch_id="L1")
+    assert planned.hardened
+    planned.verify_spec(planned.pod)
+    planned.verify_request(planned.pod)
+    tampered = _tampered(planned.pod, **change)  # same images: only the profile changed
+    with pytest.raises(HardeningError, match=field) as caught:
+        planned.verify_spec(tampered)
+    assert caught.value.container == "p"  # the stored pod: the door deletes it
+    with pytest.raises(HardeningError, match=field) as caught:
+        planned.verify_request(tampered)
+    assert caught.value.container is None  # before the create call: nothing was created
+
+
+@pytest.mark.parametrize("harden", [True, False])
+def test_every_container_must_run_as_the_user_it_was_checked_as(client: RegistryClient, harden: bool) -> None:
+    primary = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), backend="kubernetes", client=client)
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "base", "image": "x"},
+                                                              {"name": "side", "image": f"{HOST}/team/side:2.0.0"}]}}
+    planned = plan_pod(pod, primary=primary, primary_container="base", client=client, harden=harden)
+    planned.verify_spec(planned.pod)
+    if not harden:
+        planned.verify_spec(_tampered(planned.pod, hostPID=True))  # no profile was applied, none is held
+    for change in ({"runAsUser": 0}, {"runAsUser": 10002}, {"podRunAsUser": 0}):
+        with pytest.raises(HardeningError, match="not the user imagegate checked") as caught:
+            planned.verify_spec(_tampered(planned.pod, **change))
+        assert any("'base'" in problem for problem in caught.value.problems), change
+    # A plan checked as an override accepts that uid only, and not the image's USER in its place.
+    overridden = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), backend="kubernetes", user="4242",
+                             client=client)
+    planned = plan_pod({"spec": {"containers": [{"name": "base", "image": "x",
+                                                 "securityContext": {"runAsUser": 4242}}]}},
+                       primary=overridden, primary_container="base", client=client, harden=harden)
+    planned.verify_spec(planned.pod)
+    unset = json.loads(json.dumps(planned.pod))
+    del unset["spec"]["containers"][0]["securityContext"]["runAsUser"]
+    unset["spec"].get("securityContext", {}).pop("runAsUser", None)
+    with pytest.raises(HardeningError, match="the image's USER"):
+        planned.verify_spec(unset)
+
+
+@pytest.mark.parametrize("harden", [True, False])
+def test_a_pod_that_runs_the_primary_as_another_user_than_checked_is_refused(client: RegistryClient,
+                                                                            harden: bool) -> None:
+    primary = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), backend="kubernetes", client=client)
+    for context in ({"runAsUser": 0}, {"runAsUser": 4242}):  # e.g. a template or base pod spec the plan never saw
+        pod = {"spec": {"containers": [{"name": "base", "image": "x", "securityContext": dict(context)}]}}
+        with pytest.raises(HardeningError, match="not the user imagegate checked|runAsUser must not be 0"):
+            plan_pod(pod, primary=primary, primary_container="base", client=client, harden=harden)
+    same = {"spec": {"securityContext": {"runAsUser": 10001}, "containers": [{"name": "base", "image": "x"}]}}
+    plan_pod(same, primary=primary, primary_container="base", client=client, harden=harden)  # the image's own uid
+
+
+def test_the_request_must_be_this_launch(client: RegistryClient) -> None:
+    primary = plan_launch(ImageSource(image=f"{HOST}/team/etl:1.4.2"), backend="kubernetes", client=client)
+    planned = plan_pod({"spec": {"containers": [{"name": "base", "image": "x"}]}}, primary=primary,
+                       primary_container="base", client=client, launch_id="L1")
+    other = json.loads(json.dumps(planned.pod))
+    other["metadata"]["labels"]["imagegate.dev/launch"] = "L0"
+    planned.verify_spec(other)  # a stored pod of an earlier try carries its own launch id
+    with pytest.raises(HardeningError, match="not this launch's 'L1'"):
+        planned.verify_request(other)
+
+
 def test_a_refused_helper_refuses_the_pod_and_says_which(client: RegistryClient) -> None:
     pod = {"spec": {"containers": [{"name": "base", "image": f"{HOST}/team/etl:1.4.2"},
                                    {"name": "airflow-xcom-sidecar", "image": f"{HOST}/team/side:latest"}]}}

@@ -142,6 +142,25 @@ def test_pod_verdicts(client: RegistryClient) -> None:
     assert actions(kept)["done"] == "keep" and actions(kept)["pending"] == "remove"
 
 
+def test_a_pod_that_breaks_the_profile_or_the_user_is_never_reattached(client: RegistryClient) -> None:
+    """Same images, but changed after the plan (a provider callback gets the pod before it is created)."""
+    primary = plan_launch(ImageSource(image="registry.test/team/etl:1.4.2"), backend="kubernetes", client=client)
+    planned = plan_pod({"spec": {"containers": [{"name": "base", "image": "x"}]}}, primary=primary,
+                       primary_container="base", client=client)
+    privileged = pod(planned, "privileged", "Running", "2026-01-01T00:00:03Z")
+    privileged["spec"] = {**privileged["spec"], "hostPID": True, "volumes": [{"name": "r", "hostPath": {"path": "/"}}],
+                          "containers": [{**privileged["spec"]["containers"][0],
+                                          "securityContext": {"privileged": True}}]}
+    root = pod(planned, "root", "Running", "2026-01-01T00:00:02Z")
+    root["spec"] = {**root["spec"], "securityContext": {**root["spec"]["securityContext"], "runAsUser": 0}}
+    good = pod(planned, "good", "Running", "2026-01-01T00:00:01Z")
+    verdicts = pod_verdicts([privileged, root, good], planned, reattach=True)
+    assert actions(verdicts) == {"privileged": "remove", "root": "remove", "good": "reattach"}
+    reasons = {v.name: v.reason for v in verdicts}
+    assert "hostPID" in reasons["privileged"] and "privileged must be false" in reasons["privileged"]
+    assert "not the user imagegate checked" in reasons["root"]
+
+
 @pytest.mark.parametrize(("text", "seconds"), [
     ("0", 0), ("0s", 0), ("90s", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800), ("2w", 1209600),
     ("1h30m", 5400), (" 1D ", 86400),
