@@ -10,7 +10,7 @@ Docker backend never imports the Kubernetes provider::
     PinnedSparkKubernetesOperator  provider SparkKubernetesOperator: every driver/executor image gated and pinned
     PinnedSparkSubmitOperator      provider SparkSubmitOperator (k8s master): image confs and pod templates pinned
     ImageRefused, ImageSourceError, LaunchMismatch, BackendOptionError, HardeningViolation, PodSecurityViolation,
-    TaskKilled
+    PresetPodRefused, TaskKilled
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ _EXPORTS = {
     "PinnedSparkKubernetesOperator": "airflow_plugin.spark",
     "PinnedSparkSubmitOperator": "airflow_plugin.spark",
     "PodSecurityViolation": "airflow_plugin._gate",
+    "PresetPodRefused": "airflow_plugin.kubernetes",
     "TaskKilled": "airflow_plugin._gate",
     "backend_setting": "airflow_plugin.task",
 }

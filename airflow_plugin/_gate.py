@@ -76,7 +76,8 @@ class HardeningViolation(AirflowException):
         what = "the restricted Pod Security Standard" if runtime == "kubernetes" else "imagegate's Docker hardening"
         super().__init__(
             f"the task breaks {what} (nothing was created): " + "; ".join(problems)
-            + ". Fix: remove the override that weakens it, or pass harden=False to launch without the hardening"
+            + ". Fix: remove the override that weakens it (harden=False launches without the profile, but never as "
+            "another user than the one checked)"
         )
 
 

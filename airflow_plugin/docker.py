@@ -286,7 +286,8 @@ class _GatedClient:
         record = self._client.inspect_container(container["Id"])
         try:
             actual = core.verify_container(record, plan, op._imagegate_policy,
-                                           remove=lambda: self._client.remove_container(container["Id"], force=True))
+                                           remove=lambda: self._client.remove_container(container["Id"], force=True),
+                                           inspect_volume=self._client.inspect_volume)
         except core.HardeningError as exc:
             raise LaunchTampered(exc) from exc
         except core.LaunchMismatch as exc:

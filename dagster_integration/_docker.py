@@ -212,7 +212,8 @@ class ImagegateDockerClient(PipesDockerClient):
             raise LaunchMismatch(f"refusing to run a container from unchecked image {image!r}")
         try:  # containers.create returns the engine's full record (docker inspect) as .attrs
             imagegate.verify_container(container.attrs, gate.plan, self._local.policy,
-                                       remove=lambda: container.remove(force=True))
+                                       remove=lambda: container.remove(force=True),
+                                       inspect_volume=client.api.inspect_volume)
         except (imagegate.LaunchMismatch, imagegate.HardeningError) as exc:
             raise LaunchMismatch(str(exc)) from exc
         return container

@@ -180,7 +180,8 @@ class ImagegateK8sClient(PipesK8sClient):
 
         Raises:
             ImageRefused: a check failed under enforce (any container's image); no pod was created.
-            LaunchMismatch: the pod the cluster created is not the planned one (it was deleted).
+            LaunchMismatch: the pod the cluster created is not the planned one — another image, another user, or
+                (hardened) a broken restricted profile — and it was deleted.
         """
         gate = self.preflight(
             context, image=image, lock_name=lock_name, job_directory=job_directory, user=user,
@@ -277,7 +278,7 @@ class ImagegateK8sClient(PipesK8sClient):
         )
         try:
             (planned.verify_status if status else planned.verify_spec)(stored)
-        except imagegate.LaunchMismatch as exc:
+        except (imagegate.LaunchMismatch, imagegate.HardeningError) as exc:  # another image, user or profile
             client.core_api.delete_namespaced_pod(pod_name, namespace)
             raise LaunchMismatch(str(exc)) from exc
 

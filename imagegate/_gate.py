@@ -42,6 +42,7 @@ from imagegate._hardening import (
     harden_pod,
     mount_violations,
     restricted_violations,
+    volume_violations,
 )
 from imagegate._owner import LABEL_SPEC, LABEL_TASK_KEY, PREFIX, Launcher, TaskIdentity
 from imagegate._policy import Backend, Policy
@@ -499,14 +500,18 @@ def _containers(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def verify_container(inspect: Mapping[str, Any], plan: LaunchPlan, policy: Policy, *,
-                     remove: Callable[[], object] | None = None) -> str:
+                     remove: Callable[[], object] | None = None,
+                     inspect_volume: Callable[[str], Mapping[str, Any]] | None = None) -> str:
     """The engine's record of a created, not yet started container (``docker inspect``) against *plan*.
 
     What the engine recorded decides, not what a door asked for: the image id must be the checked
     image (:meth:`LaunchPlan.verify`); ``HostConfig`` and ``Mounts`` must hold the hardening
     (:func:`~imagegate._hardening.docker_violations`, :func:`~imagegate._hardening.mount_violations`:
     privileged mode, capabilities, no-new-privileges, confinement, host namespaces, host paths); and
-    ``Config.User`` must be the user the gate checked (the override, else the image's ``USER``).
+    ``Config.User`` must be the user the gate checked (the override, else the image's ``USER``). With
+    *inspect_volume* (``APIClient.inspect_volume``) each named volume mounted is looked up: one created
+    beforehand with the local driver's ``type``/``o``/``device`` options mounts what they name, and the
+    container's record shows only its name (:func:`~imagegate._hardening.volume_violations`).
     Every Docker door calls this between create and start. On a failure *remove* is called first (the
     container must never start), then the error is raised. Returns the container's image id.
 
@@ -520,6 +525,8 @@ def verify_container(inspect: Mapping[str, Any], plan: LaunchPlan, policy: Polic
         plan.verify(image_id, container=container)
         problems = docker_violations(inspect.get("HostConfig") or {}, policy)
         problems += mount_violations(inspect.get("Mounts"), policy)
+        if inspect_volume is not None:
+            problems += volume_violations(_mounted_volumes(inspect.get("Mounts"), inspect_volume))
         user = str((inspect.get("Config") or {}).get("User") or "")
         checked = plan.report.user or ""
         if user != checked:
@@ -534,6 +541,22 @@ def verify_container(inspect: Mapping[str, Any], plan: LaunchPlan, policy: Polic
                 exc.add_note(f"removing {container} failed too ({cleanup}); remove it by hand, never start it")
         raise
     return image_id
+
+
+def _mounted_volumes(mounts: Any, inspect_volume: Callable[[str], Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The ``docker volume inspect`` record of each named volume in a container's ``Mounts`` (at most 64: a
+    launch mounts a few). A volume that cannot be looked up is judged as created with unknown options."""
+    found: list[Mapping[str, Any]] = []
+    names = [str(m.get("Name")) for m in (mounts if isinstance(mounts, list) else ())
+             if isinstance(m, Mapping) and str(m.get("Type") or "").lower() == "volume" and m.get("Name")]
+    for name in list(dict.fromkeys(names))[:64]:
+        try:
+            record = inspect_volume(name)
+        except Exception as exc:  # noqa: BLE001 - not verified: refused below, never passed
+            record = {"Name": name, "Driver": "local", "Options": {"device": f"(unknown: {exc})"}}
+        found.append(record if isinstance(record, Mapping) else {"Name": name, "Driver": "local",
+                                                                  "Options": {"device": "(unknown)"}})
+    return found
 
 
 # -- labels -------------------------------------------------------------------------------------------

@@ -201,7 +201,8 @@ def _verify(api: Any, plan: LaunchPlan, policy: Policy, container: str) -> str:
         attrs = api.inspect_container(container)
     except _engine() as exc:
         raise RunError(f"cannot inspect the created container: {_explain(exc)}", stage="create", container=container) from None
-    return verify_container(attrs, plan, policy)  # on a refusal run_container discards it by its launch label
+    # on a refusal run_container discards it by its launch label
+    return verify_container(attrs, plan, policy, inspect_volume=api.inspect_volume)
 
 
 def _attach_start_wait(control: Any, streaming: Any, container: str, stdout: IO[bytes] | None,

@@ -457,6 +457,35 @@ def test_verify_container_refuses_a_record_that_is_not_the_plan_and_removes_it(c
     assert "removed without starting" in str(caught.value) and "nothing was created" not in str(caught.value)
 
 
+def test_verify_container_reads_each_named_volumes_own_record() -> None:
+    """The container's record names a volume only; the volume's record says it binds the host's /etc."""
+    plan = _plan()
+    mounts = [{"Type": "volume", "Name": "data", "Destination": "/data", "Driver": "local"},
+              {"Type": "volume", "Name": "scratch", "Destination": "/scratch", "Driver": "local"}]
+    volumes = {"data": {"Name": "data", "Driver": "local", "Options": {"type": "none", "o": "bind", "device": "/etc"}},
+               "scratch": {"Name": "scratch", "Driver": "local", "Options": None}}
+    looked: list[str] = []
+
+    def inspect_volume(name: str) -> dict[str, Any]:
+        looked.append(name)
+        if name not in volumes:
+            raise LookupError(f"no such volume: {name}")
+        return volumes[name]
+
+    record = _record(plan, Mounts=mounts)
+    assert verify_container(record, plan, Policy())  # without the lookup the record alone cannot tell
+    removed: list[bool] = []
+    with pytest.raises(HardeningError) as caught:
+        verify_container(record, plan, Policy(), remove=lambda: removed.append(True), inspect_volume=inspect_volume)
+    assert removed == [True] and looked == ["data", "scratch"]
+    assert [p for p in caught.value.problems if "volume 'data'" in p] and not [p for p in caught.value.problems if "scratch" in p]
+    with pytest.raises(HardeningError, match="volume 'gone'"):  # a volume that cannot be looked up is not passed
+        verify_container(_record(plan, Mounts=[{"Type": "volume", "Name": "gone"}]), plan, Policy(),
+                         inspect_volume=inspect_volume)
+    volumes["data"]["Options"] = {}
+    assert verify_container(record, plan, Policy(), inspect_volume=inspect_volume)
+
+
 def test_verify_container_refuses_another_image_first() -> None:
     plan = _plan()
     removed: list[bool] = []
