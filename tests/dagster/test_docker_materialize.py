@@ -342,3 +342,32 @@ def test_dockerfile_lint_with_the_lint_turned_off_is_refused_before_building(dag
     result = dg.materialize([asset], resources={"docker_pipes": ImagegateDockerClient(gate)}, instance=instance)
     metadata = result.asset_materializations_for_node("lint_off_undeclared")[0].metadata
     assert "imagegate/lint" not in metadata and metadata["imagegate/build"].value["lint"] is None
+
+
+def test_a_named_volume_made_with_the_local_drivers_bind_options_never_starts(dagster_home, wordcount_image, docker_client):
+    """`docker volume create -o type=none -o o=bind -o device=/etc` mounts the host's /etc, and the container's record
+    names only the volume: its own record is read, and the container is removed before it starts."""
+    import uuid
+
+    bound, plain = f"ig-bind-{uuid.uuid4().hex[:12]}", f"ig-plain-{uuid.uuid4().hex[:12]}"
+    docker_client.api.create_volume(bound, driver="local", driver_opts={"type": "none", "o": "bind", "device": "/etc"})
+    docker_client.api.create_volume(plain, driver="local")
+    since = int(time.time())
+    try:
+        asset = _asset("wordcount_bound_volume", image=wordcount_image, command=["/data/hostname"],
+                       container_kwargs={"volumes": {bound: {"bind": "/data", "mode": "ro"}}})
+        with pytest.raises(Exception, match=f"volume '{bound}' was created with the local driver's"):
+            dg.materialize([asset], resources={"docker_pipes": ImagegateDockerClient()})
+        events = docker_client.events(since=since, until=int(time.time()) + 1, decode=True,
+                                      filters={"type": "container", "event": ["create", "start"]})
+        seen = [(e["Action"], e["Actor"]["ID"]) for e in events
+                if (e.get("Actor", {}).get("Attributes", {}).get("imagegate.dev/orchestrator") == "dagster")]
+        assert [a for a, _ in seen if a == "create"] and not [a for a, _ in seen if a == "start"], seen  # never started
+        assert not [c for c in docker_client.containers.list(all=True) if c.id in {i for _, i in seen}]  # and removed
+        ok = _asset("wordcount_plain_volume", image=wordcount_image, command=["/app/job.py"],  # counts its own words
+                    container_kwargs={"volumes": {plain: {"bind": "/data", "mode": "rw"}}})
+        result = dg.materialize([ok], resources={"docker_pipes": ImagegateDockerClient()})
+        assert result.success  # a plain named volume is fine
+    finally:
+        for volume in (bound, plain):
+            docker_client.api.remove_volume(volume, force=True)

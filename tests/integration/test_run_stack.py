@@ -270,25 +270,3 @@ def _wait_for_line(stream: Any, text: str, *, timeout: float) -> bool:
     threading.Thread(target=read, daemon=True).start()
     return found.wait(timeout)
 
-
-def test_a_named_volume_made_with_the_local_drivers_bind_options_is_removed_without_starting(
-    docker_client: Any, images: Images, tmp_path: Path
-) -> None:
-    """`docker volume create -o type=none -o o=bind -o device=/etc` mounts the host's /etc, and the container's
-    record names only the volume: the volume's own record is read, and the launch never starts."""
-    name = f"ig-bind-{uuid.uuid4().hex[:12]}"
-    plain = f"ig-plain-{uuid.uuid4().hex[:12]}"
-    docker_client.api.create_volume(name, driver="local", driver_opts={"type": "none", "o": "bind", "device": "/etc"})
-    docker_client.api.create_volume(plain, driver="local")
-    try:
-        tag = uuid.uuid4().hex
-        since = now()
-        result = run("--label", f"it.run={tag}", "-v", f"{name}:/data", images.good, "--", "cat", "/data/hostname")
-        assert result.returncode != 0 and f"volume {name!r} was created with the local driver's" in result.stderr
-        assert events(docker_client, since, event="start", label=f"it.run={tag}") == []  # never started
-        assert mine(docker_client, tag) == []
-        ok = run("-q", "-v", f"{plain}:/data", images.good, "--", "sh", "-c", "echo fine")  # a plain volume runs
-        assert ok.returncode == 0 and ok.stdout == "fine\n", ok.stderr
-    finally:
-        for volume in (name, plain):
-            docker_client.api.remove_volume(volume, force=True)
