@@ -360,8 +360,8 @@ def test_a_named_volume_made_with_the_local_drivers_bind_options_never_starts(da
             dg.materialize([asset], resources={"docker_pipes": ImagegateDockerClient()})
         events = docker_client.events(since=since, until=int(time.time()) + 1, decode=True,
                                       filters={"type": "container", "event": ["create", "start"]})
-        seen = [(e["Action"], e["Actor"]["ID"]) for e in events
-                if (e.get("Actor", {}).get("Attributes", {}).get("imagegate.dev/orchestrator") == "dagster")]
+        seen = [(e["Action"], e["Actor"]["ID"]) for e in events  # this asset's containers only (not the last test's)
+                if e.get("Actor", {}).get("Attributes", {}).get("imagegate.dev/task") == "wordcount_bound_volume"]
         assert [a for a, _ in seen if a == "create"] and not [a for a, _ in seen if a == "start"], seen  # never started
         assert not [c for c in docker_client.containers.list(all=True) if c.id in {i for _, i in seen}]  # and removed
         ok = _asset("wordcount_plain_volume", image=wordcount_image, command=["/app/job.py"],  # counts its own words
