@@ -8,8 +8,9 @@ digest, every other container (init containers, sidecars of ``base_pod_spec``) i
 pinned too, and the restricted Pod Security Standard is applied (your values win where they
 satisfy it; one that breaks it is an error naming the field). dagster-k8s's own
 :func:`dagster_k8s.pipes.build_pod_body` renders it; :meth:`render_pod` returns that pod without a
-cluster, for review and tests. Once the pod exists, the pod the API server stored and each
-container's ``imageID`` are compared with the plan.
+cluster, for review and tests. The body is held to the plan right before it is created
+(``PodPlan.verify_request``: a pod that is not the plan is never created); once the pod exists, the pod
+the API server stored and each container's ``imageID`` are compared with the plan too.
 
 Killed steps leave nothing behind. The pod is labelled ``imagegate.dev/task-key`` (root run and step key)
 and annotated with the step's ids. Before a step creates its pod it settles the pods of earlier attempts of
@@ -35,7 +36,7 @@ from dagster._core.pipes.utils import open_pipes_session
 from dagster_k8s import PipesK8sClient
 from dagster_k8s.client import DEFAULT_WAIT_TIMEOUT, DagsterKubernetesClient, WaitForPodState
 from dagster_k8s.models import k8s_snake_case_dict
-from dagster_k8s.pipes import DEFAULT_CONTAINER_NAME, build_pod_body
+from dagster_k8s.pipes import DEFAULT_CONTAINER_NAME, build_pod_body, get_pod_name
 from dagster_k8s.utils import detect_current_namespace
 from dagster_pipes import PipesExtras
 
@@ -149,11 +150,17 @@ class ImagegateK8sClient(PipesK8sClient):
     ) -> Any:
         """The ``V1Pod`` that :meth:`run` would submit (without the Pipes bootstrap variables)."""
         planned = self.plan_pod(gate, command=command, base_pod_meta=base_pod_meta, base_pod_spec=base_pod_spec)
+        return self.pod_body(planned, pod_name=pod_name, env_vars={**(self.env or {}), **(env or {})})
+
+    def pod_body(self, planned: imagegate.PodPlan, *, pod_name: str, env_vars: Mapping[str, str]) -> Any:
+        """The ``V1Pod`` :meth:`run` creates for *planned*: dagster-k8s's ``build_pod_body`` (it adds the
+        environment, its labels and ``restartPolicy``). Whatever this returns — a subclass may override it —
+        is held to the plan right before it is created (``PodPlan.verify_request``)."""
         return build_pod_body(
             pod_name=pod_name,
             image=None,
             command=None,
-            env_vars={**(self.env or {}), **(env or {})},
+            env_vars=env_vars,
             base_pod_meta=planned.pod["metadata"],
             base_pod_spec=planned.pod["spec"],
         )
@@ -194,20 +201,7 @@ class ImagegateK8sClient(PipesK8sClient):
         self._local.planned = planned  # the parent's run() calls consume_pod_logs() in this thread
         try:
             followed = self._settle(context, identity, planned, namespace) if identity is not None else None
-            if followed is not None:
-                inner = self._follow(context, followed, extras=extras, **kwargs)
-                return ImagegateInvocation(inner, gate)
-            inner = super().run(
-                context=context,
-                image=None,
-                extras=extras,
-                command=None,
-                namespace=namespace,
-                env=env,
-                base_pod_meta=planned.pod["metadata"],
-                base_pod_spec=planned.pod["spec"],
-                **kwargs,
-            )
+            inner = self._launch(context, planned, followed, extras=extras, namespace=namespace, env=env, **kwargs)
         except BaseException:
             gate.log_checks(context)  # the step fails: record the checks now
             raise
@@ -238,16 +232,38 @@ class ImagegateK8sClient(PipesK8sClient):
                 context.log.info(f"imagegate: deleted {verdict.describe()} of an earlier attempt: {verdict.reason}")
         return followed
 
-    def _follow(self, context: Any, pod: tuple[str, str], *, extras: PipesExtras | None = None,
+    def _launch(self, context: Any, planned: imagegate.PodPlan, followed: tuple[str, str] | None, *,
+                extras: PipesExtras | None = None, namespace: str | None = None, env: Mapping[str, str] | None = None,
                 ignore_containers: set | None = None, enable_multi_container_logs: bool = False,
                 pod_wait_timeout: float = DEFAULT_WAIT_TIMEOUT, delete_pod_on_completion: bool = True) -> Any:
-        """dagster-k8s's ``run()`` from the point its pod exists, for a pod an earlier attempt created: its
-        logs (from the start) through this step's Pipes session, its end, its deletion. dagster-k8s has no
-        seam to adopt a pod, so these are the parent's own calls, in its order."""
-        namespace, pod_name = pod
+        """dagster-k8s's ``PipesK8sClient.run()``, its calls in its order, with the two seams it lacks: the pod
+        body is held to the plan right before it is created (a pod that is not the plan is never created, so
+        no kubelet starts any of it), and *followed* — (namespace, name) of an earlier attempt's pod that still
+        runs this step's checked images — is adopted instead: its logs from the start through this step's
+        Pipes session, its end, its deletion."""
+        self._load_k8s_config()
         client = DagsterKubernetesClient.production_client()
         with open_pipes_session(context=context, extras=extras, context_injector=self.context_injector,
                                 message_reader=self.message_reader) as pipes_session:
+            if followed is not None:
+                namespace, pod_name = followed
+            else:
+                namespace = namespace or detect_current_namespace(self.kubeconfig_file) or "default"
+                step = getattr(context, "op_execution_context", context)  # an asset's context wraps the op's
+                pod_name = get_pod_name(step.run_id, step.op.name)
+                env_vars = {**pipes_session.get_bootstrap_env_vars(), **(self.env or {}), **(env or {})}
+                body = self.pod_body(planned, pod_name=pod_name, env_vars=env_vars)
+                try:
+                    planned.verify_request(kubernetes.client.ApiClient().sanitize_for_serialization(body))
+                except imagegate.LaunchMismatch as exc:
+                    raise LaunchMismatch(
+                        f"{exc.container} about to be created runs {exc.actual}, not the checked image "
+                        f"({' / '.join(exc.expected)}); no pod was created. Something changed the pod after imagegate "
+                        "planned it (an override of pod_body, a wrapper): remove that") from exc
+                except imagegate.HardeningError as exc:  # another user, a broken profile, not this launch
+                    raise LaunchMismatch(f"the pod about to be created is not the one imagegate planned; no pod was "
+                                         f"created: {exc}") from exc
+                client.core_api.create_namespaced_pod(namespace, body)
             try:
                 with self.consume_pod_logs(context=context, client=client, namespace=namespace, pod_name=pod_name,
                                            enable_multi_container_logs=enable_multi_container_logs,

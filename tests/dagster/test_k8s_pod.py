@@ -7,6 +7,7 @@ to the restricted Pod Security Standard.
 """
 
 import kubernetes
+import imagegate
 import kubernetes_validate
 import pytest
 
@@ -114,3 +115,20 @@ def test_refused_asset_never_reaches_the_cluster(named_user_image, tmp_path, dag
         if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
     }
     assert stored == {"image_pinned": True, "image_non_root": False}
+
+@pytest.mark.parametrize("base", [
+    None,
+    {"securityContext": {"fsGroup": 2000}, "containers": [{"name": "job", "resources": {"limits": {"memory": "64Mi"}}}]},
+    {"serviceAccountName": "etl", "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "etl"}]},
+])
+def test_the_body_dagster_k8s_builds_is_the_plan(wordcount_image, base):
+    """``run()`` holds the body to its plan right before the create: dagster-k8s's own rendering (env, its
+    labels, ``restartPolicy``, the snake/camel round trip) must keep every image, user and control."""
+    client = _client()
+    gate = client.preflight(None, image=wordcount_image)
+    planned = client.plan_pod(gate, command=["python3", "/app/job.py"], base_pod_spec=base, launch_id="f" * 32)
+    body = _as_dict(client.pod_body(planned, pod_name="p", env_vars={"DAGSTER_PIPES_CONTEXT": "e30="}))
+    planned.verify_request(body)  # raises on any difference
+    body["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    with pytest.raises(imagegate.HardeningError, match="allowPrivilegeEscalation"):
+        planned.verify_request(body)

@@ -94,7 +94,62 @@ def test_refused_image_creates_no_pod(dagster_home: Path, k8s_cluster: K8sCluste
     assert not result.success
     failure = result.failure_data_for_node("refused_on_cluster")
     assert failure is not None and "non-root" in str(failure.error)
-    assert _pods(k8s_cluster) == before
+    assert _pods(k8s_cluster) - before == set()  # no pod created (an earlier test's may still be going away)
+
+
+def _tamper(how: str, other: str) -> Any:
+    """Change a pod body the way a subclass (or a wrapper around dagster-k8s) could, after the plan."""
+
+    def change(body: Any) -> None:
+        if how == "image":
+            body.spec.containers[0].image = other
+        elif how == "user":
+            body.spec.security_context.run_as_user = 0
+            body.spec.containers[0].security_context.run_as_user = 0
+            body.spec.containers[0].security_context.run_as_non_root = False
+            body.spec.security_context.run_as_non_root = False
+        elif how == "privileged":
+            body.spec.containers[0].security_context.privileged = True
+        else:  # another launch's pod (its label is how a retry finds and judges it)
+            body.metadata.labels["imagegate.dev/launch"] = "0" * 32
+
+    return change
+
+
+@pytest.mark.parametrize(("how", "says"), [
+    ("image", "not the checked image"), ("user", "runAsUser"), ("privileged", "privileged"),
+    ("launch", "not this launch's"),
+])
+def test_a_pod_body_changed_after_the_plan_is_never_created(
+    dagster_home: Path, k8s_cluster: K8sCluster, nonroot_image: str, root_image: str, how: str, says: str
+) -> None:
+    """dagster-k8s builds the body from the plan; what reaches ``create_namespaced_pod`` is held to the plan
+    first, so a changed body creates no pod at all (no kubelet ever sees it)."""
+    change = _tamper(how, root_image)
+
+    class Tampered(ImagegateK8sClient):
+        def pod_body(self, planned: Any, **kwargs: Any) -> Any:
+            body = super().pod_body(planned, **kwargs)
+            change(body)
+            return body
+
+    task = f"tampered_{how}"
+    watch = PodWatch(k8s_cluster, task)
+    before = _pods(k8s_cluster)
+    try:
+        client = Tampered(ImagegateResource(), load_incluster_config=False, kubeconfig_file=str(k8s_cluster.kubeconfig),
+                          kube_context=k8s_cluster.env["IMAGEGATE_K8S_CONTEXT"], poll_interval=0.5)
+        result = dg.materialize([_asset(task, nonroot_image, k8s_cluster.namespace)], resources={"k8s_pipes": client},
+                                raise_on_error=False)
+    finally:
+        time.sleep(1)  # room for a (wrongly) created pod's ADDED event to arrive
+        seen = watch.finish()
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    error = failure.event_specific_data.error
+    assert error.cls_name == "LaunchMismatch", error
+    assert "no pod was created" in error.message and says in error.message, error.message
+    assert seen == {} and _pods(k8s_cluster) - before == set()
 
 
 # -- the component's Kubernetes backend, a build asset feeding a pod, the examples ----------------------------
@@ -216,7 +271,7 @@ def test_component_with_the_kubernetes_backend_creates_no_pod_for_a_refused_imag
     assert failure.event_specific_data.user_failure_data.metadata["imagegate/check/non-root"].value.startswith("fail: ")
     assert _evaluations(instance, result.run_id) == {
         ("component_refused", "image_pinned"): True, ("component_refused", "image_non_root"): False}
-    assert seen == {} and _pods(k8s_cluster) == before
+    assert seen == {} and _pods(k8s_cluster) - before == set()
 
 
 def test_build_asset_feeds_a_pod_that_runs_the_built_digest(
