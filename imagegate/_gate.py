@@ -526,7 +526,7 @@ def verify_container(inspect: Mapping[str, Any], plan: LaunchPlan, policy: Polic
         problems = docker_violations(inspect.get("HostConfig") or {}, policy)
         problems += mount_violations(inspect.get("Mounts"), policy)
         if inspect_volume is not None:
-            problems += volume_violations(_mounted_volumes(inspect.get("Mounts"), inspect_volume))
+            problems += _volume_problems(inspect.get("Mounts"), inspect_volume)
         user = str((inspect.get("Config") or {}).get("User") or "")
         checked = plan.report.user or ""
         if user != checked:
@@ -543,20 +543,35 @@ def verify_container(inspect: Mapping[str, Any], plan: LaunchPlan, policy: Polic
     return image_id
 
 
-def _mounted_volumes(mounts: Any, inspect_volume: Callable[[str], Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The ``docker volume inspect`` record of each named volume in a container's ``Mounts`` (at most 64: a
-    launch mounts a few). A volume that cannot be looked up is judged as created with unknown options."""
+MAX_VOLUMES = 64  # named volumes looked up per container: a launch mounts a few; more is refused, never half-checked
+
+
+def _volume_problems(mounts: Any, inspect_volume: Callable[[str], Mapping[str, Any]]) -> list[str]:
+    """What the named volumes in a container's ``Mounts`` break, each looked up by its ``docker volume
+    inspect`` record (:func:`~imagegate._hardening.volume_violations`). A volume that cannot be looked up
+    is judged as created with unknown options; a volume mount without a name, or more than
+    :data:`MAX_VOLUMES` volumes, is refused rather than passed unread."""
+    entries = [m for m in (mounts if isinstance(mounts, list) else ())
+               if isinstance(m, Mapping) and str(m.get("Type") or "").lower() == "volume"]
+    names = list(dict.fromkeys(str(m.get("Name") or "") for m in entries))
+    problems: list[str] = []
+    if "" in names:
+        names.remove("")
+        problems.append("a volume mount has no volume name, so its volume cannot be looked up. Fix: mount a named "
+                        "volume")
+    if len(names) > MAX_VOLUMES:
+        problems.append(f"{len(names)} named volumes are mounted; imagegate looks up at most {MAX_VOLUMES}. Fix: "
+                        "mount fewer volumes")
+        names = names[:MAX_VOLUMES]
     found: list[Mapping[str, Any]] = []
-    names = [str(m.get("Name")) for m in (mounts if isinstance(mounts, list) else ())
-             if isinstance(m, Mapping) and str(m.get("Type") or "").lower() == "volume" and m.get("Name")]
-    for name in list(dict.fromkeys(names))[:64]:
+    for name in names:
         try:
             record = inspect_volume(name)
         except Exception as exc:  # noqa: BLE001 - not verified: refused below, never passed
             record = {"Name": name, "Driver": "local", "Options": {"device": f"(unknown: {exc})"}}
         found.append(record if isinstance(record, Mapping) else {"Name": name, "Driver": "local",
                                                                   "Options": {"device": "(unknown)"}})
-    return found
+    return problems + volume_violations(found)
 
 
 # -- labels -------------------------------------------------------------------------------------------

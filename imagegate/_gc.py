@@ -93,12 +93,14 @@ class Settled:
 
 
 def container_verdicts(records: Sequence[Mapping[str, Any]], plan: LaunchPlan, policy: Policy, *,
-                       reattach: bool, spec: str | None = None, keep_finished: bool = False) -> list[Predecessor]:
+                       reattach: bool, spec: str | None = None, keep_finished: bool = False,
+                       inspect_volume: Callable[[str], Mapping[str, Any]] | None = None) -> list[Predecessor]:
     """What a retry does with each container of its earlier tries (``docker inspect`` records).
 
     At most one is reattached: the newest that still runs (not paused, not restarting), was asked for
     the same launch (*spec*), and passes :func:`~imagegate.verify_container` against *this* try's plan —
-    the checked digest, the hardening, the user — exactly as a container this try creates would have to.
+    the checked digest, the hardening, the user, and (given *inspect_volume*, ``APIClient.inspect_volume``)
+    each named volume's own record — exactly as a container this try creates would have to.
     Every other one that runs, or was created and never started, is removed; one that finished is
     removed too unless *keep_finished* (``auto_remove="never"``: kept for a post-mortem, never running).
     """
@@ -126,7 +128,7 @@ def container_verdicts(records: Sequence[Mapping[str, Any]], plan: LaunchPlan, p
         if why is None and spec is not None and labels.get(LABEL_SPEC) != spec:
             why = "it was launched with another command, entrypoint or user than this try's"
         if why is None:
-            why = _unverified(record, plan, policy)
+            why = _unverified(record, plan, policy, inspect_volume)
         if why is None:
             chosen = True
             verdicts.append(Predecessor(**base, action="reattach", reason="it still runs this try's checked launch"))
@@ -135,9 +137,10 @@ def container_verdicts(records: Sequence[Mapping[str, Any]], plan: LaunchPlan, p
     return verdicts
 
 
-def _unverified(record: Mapping[str, Any], plan: LaunchPlan, policy: Policy) -> str | None:
+def _unverified(record: Mapping[str, Any], plan: LaunchPlan, policy: Policy,
+                inspect_volume: Callable[[str], Mapping[str, Any]] | None) -> str | None:
     try:
-        verify_container(record, plan, policy)
+        verify_container(record, plan, policy, inspect_volume=inspect_volume)
     except LaunchMismatch as exc:
         return f"it runs {exc.actual}, not the digest this try checked"
     except HardeningError as exc:
@@ -214,7 +217,8 @@ def settle_predecessors(identity: TaskIdentity, plan: LaunchPlan, policy: Policy
     say = log or (lambda line: None)
     records = _inspect_all(api, {"label": [f"{LABEL_TASK_KEY}={identity.key}",
                                            f"{LABEL_ORCHESTRATOR}={identity.orchestrator}"]})
-    verdicts = container_verdicts(records, plan, policy, reattach=reattach, spec=spec, keep_finished=keep_finished)
+    verdicts = container_verdicts(records, plan, policy, reattach=reattach, spec=spec, keep_finished=keep_finished,
+                                  inspect_volume=api.inspect_volume)
     reattached, removed, kept = None, [], []
     for verdict in verdicts:
         if verdict.action == "reattach":

@@ -103,6 +103,18 @@ def test_a_running_container_that_is_not_this_trys_launch_is_never_reattached(
     assert [(v.action, why in v.reason) for v in verdicts] == [("remove", True)], verdicts
 
 
+def test_a_running_container_with_a_host_binding_volume_is_never_reattached(plan: LaunchPlan) -> None:
+    """Its record names the volume only; the volume's own record (looked up, as at create) says it binds /etc."""
+    mounts = [{"Type": "volume", "Name": "data", "Destination": "/data", "Driver": "local"}]
+    volumes = {"data": {"Name": "data", "Driver": "local", "Options": {"type": "none", "o": "bind", "device": "/etc"}}}
+    running = [record(plan, "x", "running", "2026-01-01T00:00:00Z", Mounts=mounts)]
+    verdicts = container_verdicts(running, plan, Policy(), reattach=True, spec=SPEC, inspect_volume=volumes.__getitem__)
+    assert [(v.action, "volume 'data'" in v.reason) for v in verdicts] == [("remove", True)], verdicts
+    volumes["data"]["Options"] = None  # a plain named volume
+    assert actions(container_verdicts(running, plan, Policy(), reattach=True, spec=SPEC,
+                                      inspect_volume=volumes.__getitem__)) == {"x": "reattach"}
+
+
 def test_another_image_of_the_same_task_is_replaced(client: RegistryClient, plan: LaunchPlan) -> None:
     newer = plan_launch(ImageSource(image="registry.test/team/etl:1.5.0"), client=client)  # the DAG moved on
     verdicts = container_verdicts([record(plan, "x", "running", "2026-01-01T00:00:00Z")], newer, Policy(),

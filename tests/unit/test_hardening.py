@@ -486,6 +486,26 @@ def test_verify_container_reads_each_named_volumes_own_record() -> None:
     assert verify_container(record, plan, Policy(), inspect_volume=inspect_volume)
 
 
+def test_verify_container_never_passes_a_volume_it_did_not_read() -> None:
+    """Past the lookup bound, or without a name, a volume is refused rather than passed unread: the one
+    left unread could be the one that binds the host's /etc."""
+    plan = _plan()
+    looked: list[str] = []
+
+    def inspect_volume(name: str) -> dict[str, Any]:
+        looked.append(name)
+        return {"Name": name, "Driver": "local", "Options": None}
+
+    many = [{"Type": "volume", "Name": f"v{i}", "Destination": f"/v{i}"} for i in range(65)]
+    with pytest.raises(HardeningError, match="65 named volumes are mounted; imagegate looks up at most 64"):
+        verify_container(_record(plan, Mounts=many), plan, Policy(), inspect_volume=inspect_volume)
+    assert len(looked) == 64
+    assert verify_container(_record(plan, Mounts=many[:64]), plan, Policy(), inspect_volume=inspect_volume)
+    with pytest.raises(HardeningError, match="a volume mount has no volume name"):
+        verify_container(_record(plan, Mounts=[{"Type": "volume", "Name": "", "Destination": "/d"}]), plan, Policy(),
+                         inspect_volume=inspect_volume)
+
+
 def test_verify_container_refuses_another_image_first() -> None:
     plan = _plan()
     removed: list[bool] = []
