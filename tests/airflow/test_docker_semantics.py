@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.airflow.conftest import AirflowHome, airflow_home, push_image  # noqa: F401 - fixture
+from tests.airflow.conftest import AirflowHome, airflow_home, events, push_image  # noqa: F401 - fixtures
 from tests.integration.conftest import Stack, unique
 
 pytestmark = pytest.mark.integration
@@ -134,3 +134,57 @@ def test_the_record_and_the_link_of_a_finished_task(
     finally:
         for c in containers:
             docker_client.api.remove_container(c["Id"], force=True)
+
+
+VOLUME_DAG = '''
+from __future__ import annotations
+import datetime as dt
+from docker.types import Mount
+from airflow.sdk import dag
+from airflow_plugin import ImagegateDockerOperator
+
+@dag(dag_id={dag_id!r}, schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False)
+def volumes():
+    for task_id, volume in (("bound", {bound!r}), ("plain", {plain!r})):
+        ImagegateDockerOperator(task_id=task_id, image={image!r}, command=["sh", "-c", "ls /data; echo read-the-volume"],
+                                mounts=[Mount(target="/data", source=volume, type="volume", read_only=True)],
+                                auto_remove="never", mount_tmp_dir=False)
+
+volumes()
+'''
+
+
+def test_a_named_volume_made_with_the_local_drivers_bind_options_never_starts(
+    airflow_home: AirflowHome, tmp_path: Path, image: str, docker_client: Any, events: Any
+) -> None:
+    """`docker volume create -o type=none -o o=bind -o device=/etc` mounts the host's /etc; the container's
+    record names the volume only. The operator reads the volume's own record: removed before it starts."""
+    import uuid
+
+    bound, plain = f"ig-bind-{uuid.uuid4().hex[:12]}", f"ig-plain-{uuid.uuid4().hex[:12]}"
+    docker_client.api.create_volume(bound, driver="local", driver_opts={"type": "none", "o": "bind", "device": "/etc"})
+    docker_client.api.create_volume(plain, driver="local")
+    dag_id = unique("volumes").replace("-", "_")
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "volumes.py").write_text(VOLUME_DAG.format(dag_id=dag_id, bound=bound, plain=plain, image=image))
+    left: list[dict[str, Any]] = []
+    try:
+        result = airflow_home.dags_test(dag_id, dags)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-3000:]
+        assert f"volume '{bound}' was created with the local driver's" in output, output[-3000:]
+        repo = image.split("@")[0]
+        created = events.containers(repo, "create", task=f"{dag_id}.bound")
+        assert created and events.containers(repo, "start", task=f"{dag_id}.bound") == []  # created, never started
+        left = list(docker_client.api.containers(all=True, filters={"label": f"imagegate.dev/task={dag_id}.bound"}))
+        assert left == []  # and removed
+        (plain_run,) = left_plain = list(docker_client.api.containers(
+            all=True, filters={"label": f"imagegate.dev/task={dag_id}.plain"}))
+        left += left_plain
+        assert "Exited (0)" in plain_run["Status"]  # a plain named volume is fine
+    finally:
+        for c in left:
+            docker_client.api.remove_container(c["Id"], force=True)
+        for volume in (bound, plain):
+            docker_client.api.remove_volume(volume, force=True)
