@@ -253,8 +253,14 @@ class ImagegateK8sClient(PipesK8sClient):
                 pod_name = get_pod_name(step.run_id, step.op.name)
                 env_vars = {**pipes_session.get_bootstrap_env_vars(), **(self.env or {}), **(env or {})}
                 body = self.pod_body(planned, pod_name=pod_name, env_vars=env_vars)
+                request = kubernetes.client.ApiClient().sanitize_for_serialization(body)
+                named = (request.get("metadata") or {}).get("name") if isinstance(request, dict) else None
+                if named != pod_name:  # the pod followed, verified and deleted is the one created
+                    raise LaunchMismatch(f"the pod about to be created is named {named!r}, not {pod_name!r}, the pod "
+                                         "this step follows and deletes; no pod was created. Fix: keep the name "
+                                         "pod_body was given")
                 try:
-                    planned.verify_request(kubernetes.client.ApiClient().sanitize_for_serialization(body))
+                    planned.verify_request(request)
                 except imagegate.LaunchMismatch as exc:
                     raise LaunchMismatch(
                         f"{exc.container} about to be created runs {exc.actual}, not the checked image "

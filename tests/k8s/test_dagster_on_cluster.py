@@ -110,6 +110,8 @@ def _tamper(how: str, other: str) -> Any:
             body.spec.security_context.run_as_non_root = False
         elif how == "privileged":
             body.spec.containers[0].security_context.privileged = True
+        elif how == "name":  # a pod the step would neither follow nor delete
+            body.metadata.name += "-elsewhere"
         else:  # another launch's pod (its label is how a retry finds and judges it)
             body.metadata.labels["imagegate.dev/launch"] = "0" * 32
 
@@ -118,7 +120,7 @@ def _tamper(how: str, other: str) -> Any:
 
 @pytest.mark.parametrize(("how", "says"), [
     ("image", "not the checked image"), ("user", "runAsUser"), ("privileged", "privileged"),
-    ("launch", "not this launch's"),
+    ("launch", "not this launch's"), ("name", "-elsewhere', not"),
 ])
 def test_a_pod_body_changed_after_the_plan_is_never_created(
     dagster_home: Path, k8s_cluster: K8sCluster, nonroot_image: str, root_image: str, how: str, says: str
